@@ -1,0 +1,242 @@
+//! The `bazaar` command line. `bazaar up` mirrors `spin up` (spin-reference §7) for the options
+//! Bazaar needs; every failure is reported as one line and a non-zero exit, never a panic.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bazaar_manifest::Manifest;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, AppOptions};
+use crate::engine::{self, EngineOptions};
+use crate::trigger::http::{self, HttpOptions, HttpTrigger};
+
+#[derive(Debug, Parser)]
+#[command(name = "bazaar", version, about = "Bazaar's wasmtime host: runs a Spin app locally with Spin's semantics")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Spin application (like `spin up`).
+    Up(UpArgs),
+    /// Run every component's build command (like `spin build`).
+    Build(AppSourceArgs),
+}
+
+/// Options that locate an app and its configuration; shared by every subcommand that loads one.
+#[derive(Debug, Clone, Args)]
+pub struct AppSourceArgs {
+    /// The application manifest file, or a directory containing `spin.toml`.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    pub from: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub source: AppSourceArgs,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    pub listen: String,
+    /// Runtime configuration (key-value stores, SQLite databases, variable providers).
+    #[arg(long = "runtime-config-file", env = "RUNTIME_CONFIG_FILE")]
+    pub runtime_config_file: Option<PathBuf>,
+    /// Directory for default stores and logs; default `.spin/` beside the manifest.
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<PathBuf>,
+    /// Set an application variable: `name=value` (repeatable; beats every other source).
+    #[arg(long = "variable", value_name = "NAME=VALUE")]
+    pub variables: Vec<String>,
+    /// Add an environment variable to every component: `KEY=VALUE` (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Run every component's build command before starting.
+    #[arg(long, env = "SPIN_ALWAYS_BUILD")]
+    pub build: bool,
+    /// Do not echo component output to this process's stderr (log files are still written).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Instances allowed to run at once for inbound requests; more wait, then get 503.
+    #[arg(long, env = "BAZAAR_MAX_CONCURRENT_INSTANCES", default_value_t = 256)]
+    pub max_concurrent_instances: usize,
+    /// Seconds a request waits for an instance slot before it gets 503 + Retry-After.
+    #[arg(long, env = "BAZAAR_QUEUE_TIMEOUT_SECS", default_value_t = 5.0)]
+    pub queue_timeout_secs: f64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "BAZAAR_DRAIN_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub drain_timeout_secs: f64,
+    /// Disable the pooling instance allocator.
+    #[arg(long)]
+    pub disable_pooling: bool,
+    /// Do not read or write the compiled-component cache.
+    #[arg(long)]
+    pub disable_cache: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => return fail(anyhow::Error::from(err)),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Build(args) => build(&Manifest::load(&args.from)?),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(err),
+    }
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    // One line: the context chain joined with ": ".
+    let message = format!("{err:#}").replace('\n', " ");
+    eprintln!("Error: {message}");
+    ExitCode::FAILURE
+}
+
+/// The runner's own logs: JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("invalid {what} `{pair}`: expected NAME=VALUE"),
+        })
+        .collect()
+}
+
+async fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen).await.with_context(|| format!("invalid --listen address `{listen}`"))?.collect();
+    // Like Spin, prefer IPv4 when a name resolves to both.
+    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().with_context(|| format!("--listen `{listen}` resolved to no address"))
+}
+
+/// Runs each component's `[component.<id>.build]` command from its workdir, as `spin build`.
+pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
+    for (id, component) in &manifest.components {
+        let Some(build) = &component.build else { continue };
+        eprintln!("Building component {id}");
+        for line in build.shell_commands() {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .current_dir(&build.workdir)
+                .status()
+                .with_context(|| format!("component `{id}`: running `{line}`"))?;
+            if !status.success() {
+                bail!("component `{id}`: build command `{line}` failed ({status})");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest_path = args.source.from.clone();
+    if args.build {
+        build(&Manifest::load(&manifest_path)?)?;
+    }
+    let options = AppOptions {
+        manifest: manifest_path,
+        runtime_config_file: args.runtime_config_file.clone(),
+        state_dir: args.state_dir.clone(),
+        variables: bazaar_manifest::variables::parse_cli_variables(&args.variables, &std::env::current_dir()?)?,
+        env: parse_pairs(&args.env, "--env")?,
+        cache_dir: if args.disable_cache { None } else { engine::default_cache_dir() },
+        engine: EngineOptions { pooling: !args.disable_pooling, ..EngineOptions::default() },
+        echo_component_output: !args.quiet,
+    };
+    let app = Arc::new(App::load(&options).await?);
+    let listen = resolve_listen(&args.listen).await?;
+    let listener = http::bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let http_options = HttpOptions {
+        listen: local_addr,
+        max_concurrent_instances: args.max_concurrent_instances.max(1),
+        queue_timeout: Duration::from_secs_f64(args.queue_timeout_secs.max(0.0)),
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)),
+    };
+    let trigger = HttpTrigger::new(app.clone(), http_options, local_addr)?;
+    print_banner(&app, local_addr, &trigger.route_table());
+    start_epoch_ticker(&app.engine);
+    trigger.serve(listener, shutdown_signal()).await
+}
+
+fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Serving http://{addr}");
+    if let Some(dir) = &app.state_dir {
+        let _ = writeln!(out, "State dir: {}", display_path(dir));
+    }
+    for (label, description) in app.key_value.describe() {
+        let _ = writeln!(out, "Key-value store `{label}`: {description}");
+    }
+    for (label, description) in app.sqlite.describe() {
+        let _ = writeln!(out, "SQLite database `{label}`: {description}");
+    }
+    let _ = writeln!(out, "Available Routes:");
+    for (route, component) in routes {
+        let (path, wildcard) = match route.strip_suffix("/...") {
+            Some(prefix) => (prefix.to_string(), " (wildcard)"),
+            None => (route.trim_end_matches('/').to_string(), ""),
+        };
+        let _ = writeln!(out, "  {component}: http://{addr}{path}{wildcard}");
+    }
+    let _ = out.flush();
+}
+
+fn display_path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Advances the engine epoch so guests yield periodically (see `App::new_store`).
+fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .ok();
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+}

@@ -1,0 +1,3 @@
+//! Triggers: what turns the outside world's events into component invocations.
+
+pub mod http;

@@ -1,0 +1,184 @@
+//! Test harness: builds the fixture/real components for wasm32-wasip2 and runs the real
+//! `bazaar` binary on a generated manifest, over real HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds `package` for wasm32-wasip2 (release) into a target dir of its own, so the nested
+/// cargo never waits on the lock held by the `cargo test` that runs us.
+pub fn build_wasm(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
+    let target_root = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target_dir = target_root.join("test-wasm");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package, "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building {package} for wasm32-wasip2 failed");
+    let path = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(path.exists(), "{} missing after build", path.display());
+    built.insert(package.to_string(), path.clone());
+    path
+}
+
+pub fn probe_wasm() -> PathBuf {
+    build_wasm("spin-probe")
+}
+
+/// A running `bazaar up`, killed when dropped.
+pub struct Runner {
+    pub child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub stderr: std::sync::Arc<Mutex<Vec<String>>>,
+    pub stdout: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+pub struct RunnerBuilder {
+    manifest: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    files: Vec<(String, String)>,
+}
+
+pub fn runner(manifest: &str) -> RunnerBuilder {
+    RunnerBuilder { manifest: manifest.to_string(), args: Vec::new(), envs: Vec::new(), files: Vec::new() }
+}
+
+impl RunnerBuilder {
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+    /// An extra file written into the app directory (e.g. runtime-config.toml).
+    pub fn file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.into(), contents.into()));
+        self
+    }
+
+    fn command(&self, dir: &Path) -> Command {
+        std::fs::write(dir.join("spin.toml"), self.manifest.replace("{probe}", &probe_wasm().display().to_string())).unwrap();
+        for (name, contents) in &self.files {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+        cmd.current_dir(dir).arg("up").arg("-f").arg(dir.join("spin.toml")).args(["--listen", "127.0.0.1:0"]).args(&self.args);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `bazaar up` expecting it to fail at startup; returns (exit code, stderr).
+    pub fn expect_startup_failure(self) -> (i32, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let output = self.command(dir.path()).stdin(Stdio::null()).output().unwrap();
+        assert!(!output.status.success(), "expected startup failure, stdout: {}", String::from_utf8_lossy(&output.stdout));
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    pub fn start(self) -> Runner {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = self
+            .command(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning bazaar");
+        let stderr_lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stdout_lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let out_lines = stdout_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("Serving ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                out_lines.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let err_lines = stderr_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_lines.lock().unwrap().push(line);
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("bazaar up did not start; stderr:\n{}", stderr_lines.lock().unwrap().join("\n"));
+            }
+        };
+        Runner { child, base, dir, stderr: stderr_lines, stdout: stdout_lines }
+    }
+}
+
+impl Runner {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until `predicate` holds for the collected stderr.
+    pub fn wait_for_stderr(&self, predicate: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if predicate(&self.stderr_text()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join(".spin")
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// GET `url` and parse the probe's JSON answer.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let response = client().get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
