@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use bazaar_manifest::runtime_config::RuntimeConfig;
 use bazaar_manifest::variables::{ResolvedVariables, VariableResolver, component_variables};
 use bazaar_manifest::{HttpRoute, Manifest};
-use bazaar_routing::allowed_hosts::AllowedHosts;
+use bazaar_routing::allowed_hosts::{AllowedHosts, BlockedNetworks};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -53,6 +53,7 @@ pub struct App {
     pub key_value: KeyValueFactor,
     pub sqlite: SqliteFactor,
     pub components: BTreeMap<String, Arc<AppComponent>>,
+    pub blocked_networks: Arc<BlockedNetworks>,
 }
 
 /// A component ready to instantiate, with everything its instances are allowed to use.
@@ -82,13 +83,20 @@ pub struct InstanceState {
 
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for InstanceState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
     }
 }
 
@@ -105,6 +113,9 @@ fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
 impl App {
     pub async fn load(options: &AppOptions) -> anyhow::Result<Self> {
         let manifest = Manifest::load(&options.manifest)?;
+        for warning in &manifest.warnings {
+            tracing::warn!(manifest = %manifest.path.display(), "{warning}");
+        }
         let runtime_config = match &options.runtime_config_file {
             Some(path) => RuntimeConfig::load(path)?,
             None => RuntimeConfig::default(),
@@ -116,7 +127,8 @@ impl App {
             None => state_dir.as_ref().map(|d| d.join("logs")),
         };
         if let Some(dir) = &state_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating state dir {}", dir.display()))?;
         }
 
         let variables = VariableResolver::new()
@@ -124,8 +136,14 @@ impl App {
             .providers(&runtime_config.variables_providers)
             .env_lookup(|name| std::env::var(name).ok())
             .resolve(&manifest.variables)?;
-        let key_value = KeyValueFactor::new(&runtime_config.key_value_stores, state_dir.as_deref()).await?;
-        let sqlite = SqliteFactor::new(&runtime_config.sqlite_databases, state_dir.as_deref()).await?;
+        let blocked_networks = Arc::new(
+            BlockedNetworks::parse(&runtime_config.block_networks)
+                .context("[outbound_networking] block_networks")?,
+        );
+        let key_value =
+            KeyValueFactor::new(&runtime_config.key_value_stores, state_dir.as_deref()).await?;
+        let sqlite =
+            SqliteFactor::new(&runtime_config.sqlite_databases, state_dir.as_deref()).await?;
 
         let mut engine_options = options.engine.clone();
         if engine_options.max_instance_memory.is_none() {
@@ -137,6 +155,9 @@ impl App {
 
         let mut components = BTreeMap::new();
         for (id, spec) in &manifest.components {
+            if !spec.ai_models.is_empty() {
+                bail!("component `{id}`: ai_models is not supported by bazaar (no LLM backend)");
+            }
             key_value.check_component(id, &spec.key_value_stores)?;
             sqlite.check_component(id, &spec.sqlite_databases)?;
             let allowed = spec
@@ -145,7 +166,8 @@ impl App {
                 .map(|t| variables.render(t))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(|| format!("component `{id}`: allowed_outbound_hosts"))?;
-            let allowed_hosts = AllowedHosts::parse(&allowed, &component_ids).with_context(|| format!("component `{id}`: allowed_outbound_hosts"))?;
+            let allowed_hosts = AllowedHosts::parse(&allowed, &component_ids)
+                .with_context(|| format!("component `{id}`: allowed_outbound_hosts"))?;
             let component_variables = component_variables(&variables, spec)?.values;
 
             if !spec.source.exists() {
@@ -154,15 +176,22 @@ impl App {
                     spec.source.display()
                 );
             }
-            let component = engine::load_component(&engine, &spec.source, options.cache_dir.as_deref())
-                .with_context(|| format!("component `{id}`"))?;
+            let component =
+                engine::load_component(&engine, &spec.source, options.cache_dir.as_deref())
+                    .with_context(|| format!("component `{id}`"))?;
             let instance_pre = linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
-                .with_context(|| format!("component `{id}` imports something this runner does not provide"))?;
+                .with_context(|| {
+                    format!("component `{id}` imports something this runner does not provide")
+                })?;
             let http = ProxyPre::new(instance_pre).ok();
 
-            let mut env: Vec<(String, String)> = spec.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut env: Vec<(String, String)> = spec
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             env.extend(options.env.iter().cloned());
             let mount_root = match &state_dir {
                 Some(dir) => wasi_factor::stage_files(&spec.files, &dir.join("mounts").join(id))?,
@@ -172,8 +201,18 @@ impl App {
             let wasi = WasiTemplate {
                 env,
                 mount_root,
-                stdout: ComponentOutput::new(id, StreamKind::Stdout, log_dir.as_deref(), options.echo_component_output)?,
-                stderr: ComponentOutput::new(id, StreamKind::Stderr, log_dir.as_deref(), options.echo_component_output)?,
+                stdout: ComponentOutput::new(
+                    id,
+                    StreamKind::Stdout,
+                    log_dir.as_deref(),
+                    options.echo_component_output,
+                )?,
+                stderr: ComponentOutput::new(
+                    id,
+                    StreamKind::Stderr,
+                    log_dir.as_deref(),
+                    options.echo_component_output,
+                )?,
             };
             components.insert(
                 id.clone(),
@@ -199,11 +238,26 @@ impl App {
             }
         }
 
-        Ok(Self { manifest, engine, runtime_config, variables, state_dir, log_dir, key_value, sqlite, components })
+        Ok(Self {
+            manifest,
+            engine,
+            runtime_config,
+            variables,
+            state_dir,
+            log_dir,
+            key_value,
+            sqlite,
+            components,
+            blocked_networks,
+        })
     }
 
     /// A fresh store for one instance of `component`.
-    pub fn new_store(&self, component: &AppComponent, chaining: Option<Arc<dyn ServiceChaining>>) -> anyhow::Result<Store<InstanceState>> {
+    pub fn new_store(
+        &self,
+        component: &AppComponent,
+        chaining: Option<Arc<dyn ServiceChaining>>,
+    ) -> anyhow::Result<Store<InstanceState>> {
         let mut limits = StoreLimitsBuilder::new();
         if let Some(max) = self.runtime_config.max_instance_memory {
             limits = limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
@@ -212,7 +266,12 @@ impl App {
             wasi: component.wasi.build()?,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: OutboundHttpHooks::new(component.id.clone(), component.allowed_hosts.clone(), chaining),
+            http_hooks: OutboundHttpHooks::new(
+                component.id.clone(),
+                component.allowed_hosts.clone(),
+                chaining,
+                self.blocked_networks.clone(),
+            ),
             key_value: self.key_value.instance_state(&component.key_value_stores),
             sqlite: self.sqlite.instance_state(&component.sqlite_databases),
             variables: VariablesInstance::new(component.variables.clone()),
@@ -232,16 +291,27 @@ impl App {
             .http_triggers
             .iter()
             .filter_map(|t| match &t.route {
-                HttpRoute::Path(route) => Some((route.clone(), t.component.clone().unwrap_or_else(|| t.id.clone()))),
+                HttpRoute::Path(route) => Some((
+                    route.clone(),
+                    t.component.clone().unwrap_or_else(|| t.id.clone()),
+                )),
                 HttpRoute::Private => None,
             })
             .collect()
     }
 }
 
-fn resolve_state_dir(cli: Option<&Path>, runtime_config: &RuntimeConfig, manifest: &Manifest) -> Option<PathBuf> {
+fn resolve_state_dir(
+    cli: Option<&Path>,
+    runtime_config: &RuntimeConfig,
+    manifest: &Manifest,
+) -> Option<PathBuf> {
     if let Some(dir) = cli {
-        return if dir.as_os_str().is_empty() { None } else { Some(dir.to_path_buf()) };
+        return if dir.as_os_str().is_empty() {
+            None
+        } else {
+            Some(dir.to_path_buf())
+        };
     }
     match runtime_config.state_dir.as_deref() {
         Some("") => None,

@@ -16,7 +16,11 @@ use crate::engine::{self, EngineOptions};
 use crate::trigger::http::{self, HttpOptions, HttpTrigger};
 
 #[derive(Debug, Parser)]
-#[command(name = "bazaar", version, about = "Bazaar's wasmtime host: runs a Spin app locally with Spin's semantics")]
+#[command(
+    name = "bazaar",
+    version,
+    about = "Bazaar's wasmtime host: runs a Spin app locally with Spin's semantics"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -83,7 +87,10 @@ pub struct UpArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => return fail(anyhow::Error::from(err)),
     };
@@ -108,8 +115,14 @@ fn fail(err: anyhow::Error) -> ExitCode {
 
 /// The runner's own logs: JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -126,15 +139,25 @@ async fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(addr) = listen.parse() {
         return Ok(addr);
     }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen).await.with_context(|| format!("invalid --listen address `{listen}`"))?.collect();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("invalid --listen address `{listen}`"))?
+        .collect();
     // Like Spin, prefer IPv4 when a name resolves to both.
-    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().with_context(|| format!("--listen `{listen}` resolved to no address"))
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("--listen `{listen}` resolved to no address"))
 }
 
 /// Runs each component's `[component.<id>.build]` command from its workdir, as `spin build`.
 pub fn build(manifest: &Manifest) -> anyhow::Result<()> {
     for (id, component) in &manifest.components {
-        let Some(build) = &component.build else { continue };
+        let Some(build) = &component.build else {
+            continue;
+        };
         eprintln!("Building component {id}");
         for line in build.shell_commands() {
             let status = std::process::Command::new("sh")
@@ -160,10 +183,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         manifest: manifest_path,
         runtime_config_file: args.runtime_config_file.clone(),
         state_dir: args.state_dir.clone(),
-        variables: bazaar_manifest::variables::parse_cli_variables(&args.variables, &std::env::current_dir()?)?,
+        variables: bazaar_manifest::variables::parse_cli_variables(
+            &args.variables,
+            &std::env::current_dir()?,
+        )?,
         env: parse_pairs(&args.env, "--env")?,
-        cache_dir: if args.disable_cache { None } else { engine::default_cache_dir() },
-        engine: EngineOptions { pooling: !args.disable_pooling, ..EngineOptions::default() },
+        cache_dir: if args.disable_cache {
+            None
+        } else {
+            engine::default_cache_dir()
+        },
+        engine: EngineOptions {
+            pooling: !args.disable_pooling,
+            ..EngineOptions::default()
+        },
         echo_component_output: !args.quiet,
     };
     let app = Arc::new(App::load(&options).await?);

@@ -21,7 +21,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { pooled_instances: 1000, max_instance_memory: None, pooling: true }
+        Self {
+            pooled_instances: 1000,
+            max_instance_memory: None,
+            pooling: true,
+        }
     }
 }
 
@@ -43,7 +47,9 @@ pub fn build_engine(options: &EngineOptions) -> anyhow::Result<Engine> {
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
-    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasmtime engine")
 }
 
 /// Where compiled components are cached: `$BAZAAR_CACHE_DIR`, else `$XDG_CACHE_HOME/bazaar`,
@@ -60,25 +66,44 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 
 /// Loads a component, reusing a previous compilation when the same bytes were compiled by a
 /// compatible engine before (keyed by the wasm's SHA-256 and the engine's compatibility hash).
-pub fn load_component(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Component> {
-    let bytes = std::fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
+pub fn load_component(
+    engine: &Engine,
+    wasm: &Path,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Component> {
+    let bytes =
+        std::fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
     let Some(cache_dir) = cache_dir else {
-        return Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("compiling {}", wasm.display()));
+        return Component::new(engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("compiling {}", wasm.display()));
     };
     let mut hasher = Sha256::new();
     hasher.update(&bytes);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hasher),
+    );
     let key = hex::encode(hasher.finalize());
     let cached = cache_dir.join(format!("{key}.cwasm"));
     if cached.exists() {
         // SAFETY: the file was written by `Component::serialize` of an engine with the same
         // compatibility hash (part of the file name), into a cache directory only we write.
         match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(component) => return Ok(component),
-            Err(err) => tracing::warn!(path = %cached.display(), error = %err, "ignoring unusable compiled-component cache entry"),
+            Ok(component) => {
+                tracing::info!(wasm = %wasm.display(), cache = %cached.display(), "loaded compiled component from cache");
+                return Ok(component);
+            }
+            Err(err) => {
+                tracing::warn!(path = %cached.display(), error = %err, "ignoring unusable compiled-component cache entry")
+            }
         }
     }
-    let component = Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("compiling {}", wasm.display()))?;
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, &bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("compiling {}", wasm.display()))?;
+    tracing::info!(wasm = %wasm.display(), duration_ms = started.elapsed().as_millis() as u64, "compiled component");
     if let Err(err) = write_cache_entry(&component, cache_dir, &cached) {
         tracing::warn!(path = %cached.display(), error = %err, "could not cache compiled component");
     }
@@ -87,7 +112,11 @@ pub fn load_component(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) ->
 
 fn write_cache_entry(component: &Component, dir: &Path, path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("component");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, component.serialize()?)?;
     // Rename is atomic: a concurrent reader sees either no file or a complete one.
     std::fs::rename(&tmp, path)?;

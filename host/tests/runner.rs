@@ -72,11 +72,18 @@ async fn route_precedence_matches_spin() {
     for (path, expected) in cases {
         let (status, dump) = get_json(&app.url(path)).await;
         assert_eq!(status, 200, "{path}");
-        assert_eq!(header(&dump, "spin-raw-component-route"), Some(expected), "{path}: {dump}");
+        assert_eq!(
+            header(&dump, "spin-raw-component-route"),
+            Some(expected),
+            "{path}: {dump}"
+        );
     }
     let response = client().get(app.url("/nothing-here")).send().await.unwrap();
     assert_eq!(response.status(), 404);
-    assert!(response.bytes().await.unwrap().is_empty(), "404 must have an empty body");
+    assert!(
+        response.bytes().await.unwrap().is_empty(),
+        "404 must have an empty body"
+    );
 }
 
 #[tokio::test]
@@ -136,20 +143,44 @@ source = "{probe}"
         .unwrap();
     assert_eq!(response.status(), 200);
     let dump: Value = response.json().await.unwrap();
-    assert_eq!(header(&dump, "spin-full-url"), Some("http://shop.example:8443/api/products/ABC/reviews/9?q=1&z=%20"));
+    assert_eq!(
+        header(&dump, "spin-full-url"),
+        Some("http://shop.example:8443/api/products/ABC/reviews/9?q=1&z=%20")
+    );
     assert_eq!(header(&dump, "spin-path-info"), Some("/9"));
-    assert_eq!(header(&dump, "spin-matched-route"), Some("/api/products/:sku/reviews/..."));
-    assert_eq!(header(&dump, "spin-raw-component-route"), Some("/api/products/:sku/reviews/..."));
-    assert_eq!(header(&dump, "spin-component-route"), Some("/api/products/:sku/reviews"));
+    assert_eq!(
+        header(&dump, "spin-matched-route"),
+        Some("/api/products/:sku/reviews/...")
+    );
+    assert_eq!(
+        header(&dump, "spin-raw-component-route"),
+        Some("/api/products/:sku/reviews/...")
+    );
+    assert_eq!(
+        header(&dump, "spin-component-route"),
+        Some("/api/products/:sku/reviews")
+    );
     assert_eq!(header(&dump, "spin-base-path"), Some("/"));
     assert_eq!(header(&dump, "spin-path-match-sku"), Some("ABC"));
     assert_eq!(header(&dump, "x-custom"), Some("kept"));
     let client_addr = header(&dump, "spin-client-addr").unwrap();
     assert!(client_addr.starts_with("127.0.0.1:"), "{client_addr}");
     assert_eq!(dump["authority"], "shop.example:8443");
-    assert_eq!(dump["path_with_query"], "/api/products/ABC/reviews/9?q=1&z=%20");
-    let spin_headers: Vec<&String> = dump["headers"].as_object().unwrap().keys().filter(|k| k.starts_with("spin-")).collect();
-    assert_eq!(spin_headers.len(), 8, "exactly the seven fixed spin-* headers plus one path match: {spin_headers:?}");
+    assert_eq!(
+        dump["path_with_query"],
+        "/api/products/ABC/reviews/9?q=1&z=%20"
+    );
+    let spin_headers: Vec<&String> = dump["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("spin-"))
+        .collect();
+    assert_eq!(
+        spin_headers.len(),
+        8,
+        "exactly the seven fixed spin-* headers plus one path match: {spin_headers:?}"
+    );
 
     let (_, dump) = get_json(&app.url("/users/a%20b")).await;
     assert_eq!(header(&dump, "spin-path-match-user-id"), Some("a%20b"));
@@ -172,14 +203,22 @@ source = "{probe}"
 "#,
     )
     .start();
-    let response = client().get(app.url("/.well-known/spin/health")).send().await.unwrap();
+    let response = client()
+        .get(app.url("/.well-known/spin/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "OK");
     let (status, info) = get_json(&app.url("/.well-known/spin/info")).await;
     assert_eq!(status, 200);
     assert_eq!(info["name"], "wellknown");
     assert_eq!(info["version"], "1.2.3");
-    let response = client().get(app.url("/.well-known/spin/other")).send().await.unwrap();
+    let response = client()
+        .get(app.url("/.well-known/spin/other"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
 }
 
@@ -219,8 +258,15 @@ async fn service_chaining_dispatches_in_process_with_synthetic_match() {
     assert_eq!(header(&callee, "spin-component-route"), Some(""));
     assert_eq!(header(&callee, "spin-path-info"), Some("/hello"));
     assert_eq!(header(&callee, "spin-client-addr"), Some("0.0.0.0:0"));
-    assert_eq!(header(&callee, "spin-full-url"), Some("http://localhost/hello?x=1"));
-    assert_eq!(header(&callee, "host"), None, "chained requests carry no Host header");
+    assert_eq!(
+        header(&callee, "spin-full-url"),
+        Some("http://localhost/hello?x=1")
+    );
+    assert_eq!(
+        header(&callee, "host"),
+        None,
+        "chained requests carry no Host header"
+    );
     assert_eq!(callee["authority"], "back.spin.internal");
     assert_eq!(callee["path_with_query"], "/hello?x=1");
 }
@@ -229,15 +275,32 @@ async fn service_chaining_dispatches_in_process_with_synthetic_match() {
 async fn private_routes_are_not_public_and_chaining_needs_permission() {
     let app = runner(CHAIN_APP).start();
     // The private component has no public route.
-    assert_eq!(client().get(app.url("/hello")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(app.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     // `closed` did not list back.spin.internal in allowed_outbound_hosts.
-    let (_, answer) = get_json(&app.url("/closed?probe=outbound&url=http%3A%2F%2Fback.spin.internal%2F")).await;
+    let (_, answer) =
+        get_json(&app.url("/closed?probe=outbound&url=http%3A%2F%2Fback.spin.internal%2F")).await;
     let error = answer["error"].as_str().unwrap_or_default();
     assert!(error.contains("HttpRequestDenied"), "{answer}");
     // Outsiders cannot pretend to be a chained call with a Host header.
-    let response = client().get(app.url("/front")).header("host", "back.spin.internal").send().await.unwrap();
+    let response = client()
+        .get(app.url("/front"))
+        .header("host", "back.spin.internal")
+        .send()
+        .await
+        .unwrap();
     let dump: Value = response.json().await.unwrap();
-    assert_eq!(header(&dump, "spin-raw-component-route"), Some("/front/..."));
+    assert_eq!(
+        header(&dump, "spin-raw-component-route"),
+        Some("/front/...")
+    );
 }
 
 /// A tiny HTTP server on loopback standing in for an external API.
@@ -247,12 +310,17 @@ async fn external_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 let body = "external says hi";
-                let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = stream.write_all(reply.as_bytes()).await;
             });
         }
@@ -296,8 +364,15 @@ source = "{{probe}}"
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["body"], "external says hi");
     for denied in ["/other-port", "/none"] {
-        let (_, answer) = get_json(&app.url(&format!("{denied}?probe=outbound&url={target}"))).await;
-        assert!(answer["error"].as_str().unwrap_or_default().contains("HttpRequestDenied"), "{denied}: {answer}");
+        let (_, answer) =
+            get_json(&app.url(&format!("{denied}?probe=outbound&url={target}"))).await;
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("HttpRequestDenied"),
+            "{denied}: {answer}"
+        );
     }
 }
 
@@ -327,7 +402,11 @@ path = "cache.db"
 
 #[tokio::test]
 async fn key_value_stores_respect_labels() {
-    let app = runner(STORES_APP).file("rc.toml", STORES_RUNTIME_CONFIG).arg("--runtime-config-file").arg("rc.toml").start();
+    let app = runner(STORES_APP)
+        .file("rc.toml", STORES_RUNTIME_CONFIG)
+        .arg("--runtime-config-file")
+        .arg("rc.toml")
+        .start();
     let (_, set) = get_json(&app.url("/kv?probe=kv&store=default&op=set&key=k1&value=v1")).await;
     assert!(set.get("ok").is_some(), "{set}");
     let (_, got) = get_json(&app.url("/kv?probe=kv&store=default&op=get&key=k1")).await;
@@ -350,22 +429,56 @@ async fn unknown_store_label_is_a_startup_error() {
     let (code, stderr) = runner(STORES_APP).expect_startup_failure();
     assert_eq!(code, 1);
     assert!(stderr.contains("cache"), "{stderr}");
-    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("Error:")).count(), 1, "{stderr}");
+    assert_eq!(
+        stderr
+            .trim()
+            .lines()
+            .filter(|l| l.starts_with("Error:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_databases_work_and_respect_labels() {
-    let app = runner(STORES_APP).file("rc.toml", STORES_RUNTIME_CONFIG).arg("--runtime-config-file").arg("rc.toml").start();
-    let sql = |s: &str| s.replace(' ', "%20").replace('\'', "%27").replace('(', "%28").replace(')', "%29").replace(',', "%2C");
-    let (_, created) = get_json(&app.url(&format!("/kv?probe=sqlite&db=default&sql={}", sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")))).await;
+    let app = runner(STORES_APP)
+        .file("rc.toml", STORES_RUNTIME_CONFIG)
+        .arg("--runtime-config-file")
+        .arg("rc.toml")
+        .start();
+    let sql = |s: &str| {
+        s.replace(' ', "%20")
+            .replace('\'', "%27")
+            .replace('(', "%28")
+            .replace(')', "%29")
+            .replace(',', "%2C")
+    };
+    let (_, created) = get_json(&app.url(&format!(
+        "/kv?probe=sqlite&db=default&sql={}",
+        sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    )))
+    .await;
     assert!(created.get("error").is_none(), "{created}");
-    let (_, inserted) = get_json(&app.url(&format!("/kv?probe=sqlite&api=3&db=default&sql={}", sql("INSERT INTO t (name) VALUES ('ada')")))).await;
+    let (_, inserted) = get_json(&app.url(&format!(
+        "/kv?probe=sqlite&api=3&db=default&sql={}",
+        sql("INSERT INTO t (name) VALUES ('ada')")
+    )))
+    .await;
     assert_eq!(inserted["changes"], 1, "{inserted}");
     assert_eq!(inserted["last_insert_rowid"], 1, "{inserted}");
-    let (_, rows) = get_json(&app.url(&format!("/kv?probe=sqlite&db=default&sql={}", sql("SELECT id, name FROM t")))).await;
+    let (_, rows) = get_json(&app.url(&format!(
+        "/kv?probe=sqlite&db=default&sql={}",
+        sql("SELECT id, name FROM t")
+    )))
+    .await;
     assert_eq!(rows["columns"], serde_json::json!(["id", "name"]), "{rows}");
     assert_eq!(rows["rows"], serde_json::json!([[1, "ada"]]), "{rows}");
-    let (_, denied) = get_json(&app.url(&format!("/nokv?probe=sqlite&db=default&sql={}", sql("SELECT 1")))).await;
+    let (_, denied) = get_json(&app.url(&format!(
+        "/nokv?probe=sqlite&db=default&sql={}",
+        sql("SELECT 1")
+    )))
+    .await;
     assert_eq!(denied["error"], "access-denied", "{denied}");
     assert!(app.state_dir().join("sqlite_db.db").exists());
 }
@@ -397,13 +510,25 @@ async fn variables_resolve_with_spin_precedence() {
         .arg("greeting=howdy")
         .start();
     let (_, v) = get_json(&app.url("/?probe=var&name=message")).await;
-    assert_eq!(v["value"], "howdy, world", "--variable beats the environment");
+    assert_eq!(
+        v["value"], "howdy, world",
+        "--variable beats the environment"
+    );
     let (_, v) = get_json(&app.url("/?probe=var&name=key")).await;
     assert_eq!(v["value"], "from-env");
     // `region` is an application variable the component did not declare.
     let (_, v) = get_json(&app.url("/?probe=var&name=region")).await;
-    assert!(v["error"].as_str().unwrap_or_default().starts_with("undefined"), "{v}");
-    assert!(!app.stderr_text().contains("from-env"), "secret values must never be logged");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("undefined"),
+        "{v}"
+    );
+    assert!(
+        !app.stderr_text().contains("from-env"),
+        "secret values must never be logged"
+    );
 }
 
 #[tokio::test]
@@ -430,9 +555,16 @@ source = "{probe}"
     let response = client().get(app.url("/?probe=trap")).send().await.unwrap();
     assert_eq!(response.status(), 500);
     assert!(response.bytes().await.unwrap().is_empty());
-    assert!(app.wait_for_stderr(|s| s.contains("\"component_id\":\"crashy\"") && s.contains("ERROR")), "{}", app.stderr_text());
+    assert!(
+        app.wait_for_stderr(|s| s.contains("\"component_id\":\"crashy\"") && s.contains("ERROR")),
+        "{}",
+        app.stderr_text()
+    );
     // The runner keeps serving.
-    assert_eq!(client().get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -453,12 +585,32 @@ environment = { GREETING = "from-manifest" }
     .arg("--env")
     .arg("EXTRA=from-cli")
     .start();
-    assert_eq!(client().get(app.url("/?probe=print&msg=marker-123")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(app.url("/?probe=print&msg=marker-123"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let stdout_log = app.state_dir().join("logs/talker_stdout.txt");
     let stderr_log = app.state_dir().join("logs/talker_stderr.txt");
-    assert!(std::fs::read_to_string(&stdout_log).unwrap_or_default().contains("marker-123"));
-    assert!(std::fs::read_to_string(&stderr_log).unwrap_or_default().contains("marker-123"));
-    assert!(app.wait_for_stderr(|s| s.contains("[talker] marker-123")), "{}", app.stderr_text());
+    assert!(
+        std::fs::read_to_string(&stdout_log)
+            .unwrap_or_default()
+            .contains("marker-123")
+    );
+    assert!(
+        std::fs::read_to_string(&stderr_log)
+            .unwrap_or_default()
+            .contains("marker-123")
+    );
+    assert!(
+        app.wait_for_stderr(|s| s.contains("[talker] marker-123")),
+        "{}",
+        app.stderr_text()
+    );
     let (_, v) = get_json(&app.url("/?probe=env&name=GREETING")).await;
     assert_eq!(v["value"], "from-manifest");
     let (_, v) = get_json(&app.url("/?probe=env&name=EXTRA")).await;
@@ -481,7 +633,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let mut app = runner(SLEEPY_APP).start();
     let slow = tokio::spawn(client().get(app.url("/?probe=sleep&ms=1500")).send());
     tokio::time::sleep(Duration::from_millis(400)).await;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(app.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let response = slow.await.unwrap().expect("in-flight request completes");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -497,22 +653,42 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
 #[tokio::test]
 async fn over_the_concurrency_cap_requests_get_503_with_retry_after() {
-    let app = runner(SLEEPY_APP).arg("--max-concurrent-instances").arg("1").arg("--queue-timeout-secs").arg("0.2").start();
+    let app = runner(SLEEPY_APP)
+        .arg("--max-concurrent-instances")
+        .arg("1")
+        .arg("--queue-timeout-secs")
+        .arg("0.2")
+        .start();
     let slow = tokio::spawn(client().get(app.url("/?probe=sleep&ms=1500")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rejected = client().get(app.url("/")).send().await.unwrap();
     assert_eq!(rejected.status(), 503);
-    assert_eq!(rejected.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        rejected
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     // Once the slot is free, requests are served again.
-    assert_eq!(client().get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn bad_manifests_fail_with_one_line() {
     for (manifest, needle) in [
-        ("spin_manifest_version = 2\n[application]\nname = \"x\"\nbogus = 1\n", "bogus"),
-        ("spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"cart-2\"\n[component.cart-2]\nsource = \"{probe}\"\n", "cart-2"),
+        (
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\nbogus = 1\n",
+            "bogus",
+        ),
+        (
+            "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"/\"\ncomponent = \"cart-2\"\n[component.cart-2]\nsource = \"{probe}\"\n",
+            "cart-2",
+        ),
         ("this is not toml", "spin.toml"),
     ] {
         let (code, stderr) = runner(manifest).expect_startup_failure();
@@ -522,4 +698,71 @@ async fn bad_manifests_fail_with_one_line() {
         assert!(error_lines[0].contains(needle), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_across_restarts() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let first = runner(SLEEPY_APP)
+        .env("BAZAAR_CACHE_DIR", cache_dir)
+        .start();
+    assert!(
+        first.wait_for_stderr(|s| s.contains("\"compiled component\"")),
+        "{}",
+        first.stderr_text()
+    );
+    drop(first);
+    let second = runner(SLEEPY_APP)
+        .env("BAZAAR_CACHE_DIR", cache_dir)
+        .start();
+    assert!(
+        second.wait_for_stderr(|s| s.contains("loaded compiled component from cache")),
+        "{}",
+        second.stderr_text()
+    );
+    assert!(!second.stderr_text().contains("\"compiled component\""));
+    assert_eq!(
+        client().get(second.url("/")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn block_networks_denies_allowed_hosts_in_blocked_ranges() {
+    let external = external_server().await;
+    let manifest = format!(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "blocked"
+[[trigger.http]]
+route = "/..."
+component = "caller"
+[component.caller]
+source = "{{probe}}"
+allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
+"#,
+        port = external.port()
+    );
+    let app = runner(&manifest)
+        .file(
+            "rc.toml",
+            "[outbound_networking]\nblock_networks = [\"private\"]\n",
+        )
+        .arg("--runtime-config-file")
+        .arg("rc.toml")
+        .start();
+    let (_, answer) = get_json(&app.url(&format!(
+        "/?probe=outbound&url=http%3A%2F%2F127.0.0.1%3A{}%2F",
+        external.port()
+    )))
+    .await;
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("DestinationIpProhibited"),
+        "{answer}"
+    );
 }

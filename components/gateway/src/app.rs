@@ -226,42 +226,34 @@ mod tests {
     use futures::executor::block_on;
     use std::cell::RefCell;
 
+    type Req = http::Request<Vec<u8>>;
+    type Answer = Result<http::Response<Vec<u8>>, String>;
+
     /// Answers from a closure and records every request it was given.
-    struct FakeUpstream<F> {
-        answer: F,
-        seen: RefCell<Vec<http::Request<Vec<u8>>>>,
+    struct FakeUpstream {
+        answer: Box<dyn Fn(&Req) -> Answer>,
+        seen: RefCell<Vec<Req>>,
     }
 
-    impl<F> FakeUpstream<F>
-    where
-        F: Fn(&http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, String>,
-    {
-        fn new(answer: F) -> Self {
+    impl FakeUpstream {
+        fn new(answer: impl Fn(&Req) -> Answer + 'static) -> Self {
             Self {
-                answer,
+                answer: Box::new(answer),
                 seen: RefCell::new(Vec::new()),
             }
         }
     }
 
-    impl<F> Upstream for FakeUpstream<F>
-    where
-        F: Fn(&http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, String>,
-    {
-        async fn send(
-            &self,
-            request: http::Request<Vec<u8>>,
-        ) -> Result<http::Response<Vec<u8>>, String> {
+    impl Upstream for FakeUpstream {
+        async fn send(&self, request: Req) -> Answer {
             let answer = (self.answer)(&request);
             self.seen.borrow_mut().push(request);
             answer
         }
     }
 
-    fn ok_upstream()
-    -> FakeUpstream<impl Fn(&http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, String>>
-    {
-        FakeUpstream::new(|_req: &http::Request<Vec<u8>>| {
+    fn ok_upstream() -> FakeUpstream {
+        FakeUpstream::new(|_req| {
             Ok(http::Response::builder()
                 .status(200)
                 .header("content-type", "application/json")
@@ -320,7 +312,7 @@ mod tests {
 
     #[test]
     fn ready_probes_each_upstream_liveness_with_the_request_id() {
-        let up = FakeUpstream::new(|req: &http::Request<Vec<u8>>| {
+        let up = FakeUpstream::new(|req: &Req| {
             if req.uri().host() == Some("catalog.spin.internal") {
                 Err("connection refused".to_owned())
             } else {
@@ -425,7 +417,7 @@ mod tests {
 
     #[test]
     fn proxies_method_path_query_body_and_headers() {
-        let up = FakeUpstream::new(|req: &http::Request<Vec<u8>>| {
+        let up = FakeUpstream::new(|req: &Req| {
             assert_eq!(req.body(), b"{\"quantity\":2}");
             Ok(http::Response::builder()
                 .status(201)
@@ -476,7 +468,7 @@ mod tests {
 
     #[test]
     fn upstream_error_statuses_pass_through() {
-        let up = FakeUpstream::new(|_req: &http::Request<Vec<u8>>| {
+        let up = FakeUpstream::new(|_req: &Req| {
             Ok(http::Response::builder()
                 .status(422)
                 .header("content-type", "application/problem+json")
@@ -494,9 +486,7 @@ mod tests {
 
     #[test]
     fn transport_failure_is_502_problem() {
-        let up = FakeUpstream::new(|_req: &http::Request<Vec<u8>>| {
-            Err("Http(ConnectionRefused)".to_owned())
-        });
+        let up = FakeUpstream::new(|_req: &Req| Err("Http(ConnectionRefused)".to_owned()));
         let r = run(
             request("GET", "/api/v1/products").body(vec![]).unwrap(),
             &Config::from_upstreams("catalog"),
@@ -563,7 +553,7 @@ mod tests {
 
     #[test]
     fn head_and_no_content_responses_get_no_content_length() {
-        let up = FakeUpstream::new(|_req: &http::Request<Vec<u8>>| {
+        let up = FakeUpstream::new(|_req: &Req| {
             Ok(http::Response::builder()
                 .status(204)
                 .header("content-length", "0")

@@ -115,7 +115,7 @@ fn add_forwarded_headers(inbound: &HeaderMap, out: &mut HeaderMap) {
         inbound
             .get_all(name)
             .iter()
-            .last()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };

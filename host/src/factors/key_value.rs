@@ -74,8 +74,14 @@ struct Store {
 // The Redis variant is large, but there is one `Backend` per store label, behind an `Arc`.
 #[allow(clippy::large_enum_variant)]
 enum Backend {
-    Sqlite { conn: Arc<Mutex<rusqlite::Connection>>, path: Option<PathBuf> },
-    Redis { conn: ConnectionManager, display_url: String },
+    Sqlite {
+        conn: Arc<Mutex<rusqlite::Connection>>,
+        path: Option<PathBuf>,
+    },
+    Redis {
+        conn: ConnectionManager,
+        display_url: String,
+    },
 }
 
 impl KeyValueFactor {
@@ -100,14 +106,18 @@ impl KeyValueFactor {
                 .map_err(|e| anyhow::anyhow!("key_value_stores label `{label}`: {e:#}"))?;
             stores.insert(label.clone(), Arc::new(Store { label, backend }));
         }
-        Ok(Self { stores: Arc::new(stores) })
+        Ok(Self {
+            stores: Arc::new(stores),
+        })
     }
 
     /// Startup validation of one component's `key_value_stores`: every label must exist.
     pub fn check_component(&self, component_id: &str, labels: &[String]) -> anyhow::Result<()> {
         for label in labels {
             if !self.stores.contains_key(label) {
-                anyhow::bail!("component `{component_id}`: unknown key_value_stores label `{label}`");
+                anyhow::bail!(
+                    "component `{component_id}`: unknown key_value_stores label `{label}`"
+                );
             }
         }
         Ok(())
@@ -130,7 +140,9 @@ impl KeyValueFactor {
             .values()
             .map(|store| {
                 let what = match &store.backend {
-                    Backend::Sqlite { path: Some(path), .. } => format!("spin file {}", path.display()),
+                    Backend::Sqlite {
+                        path: Some(path), ..
+                    } => format!("spin file {}", path.display()),
                     Backend::Sqlite { path: None, .. } => "spin in-memory".to_string(),
                     Backend::Redis { display_url, .. } => format!("redis {display_url}"),
                 };
@@ -160,7 +172,10 @@ async fn open_backend(config: &KeyValueStoreConfig) -> anyhow::Result<Backend> {
             let conn = tokio::task::spawn_blocking(move || open_sqlite(open_path.as_deref()))
                 .await
                 .context("SQLite open task failed")??;
-            Ok(Backend::Sqlite { conn: Arc::new(Mutex::new(conn)), path })
+            Ok(Backend::Sqlite {
+                conn: Arc::new(Mutex::new(conn)),
+                path,
+            })
         }
         KeyValueStoreConfig::Redis { url } => {
             let display_url = redact_url(url);
@@ -261,9 +276,11 @@ impl Store {
                 let label = self.label.clone();
                 with_sqlite(conn, move |c| {
                     use rusqlite::OptionalExtension as _;
-                    c.prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
-                        .query_row((label, key), |row| row.get::<_, Vec<u8>>(0))
-                        .optional()
+                    c.prepare_cached(
+                        "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2",
+                    )?
+                    .query_row((label, key), |row| row.get::<_, Vec<u8>>(0))
+                    .optional()
                 })
                 .await
             }
@@ -329,7 +346,11 @@ impl Store {
             }
             Backend::Redis { conn, .. } => {
                 let mut conn = conn.clone();
-                redis::cmd("DEL").arg(key).query_async::<()>(&mut conn).await.map_err(redis_err)
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(redis_err)
             }
         }
     }
@@ -348,7 +369,11 @@ impl Store {
             }
             Backend::Redis { conn, .. } => {
                 let mut conn = conn.clone();
-                redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut conn).await.map_err(redis_err)
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<bool>(&mut conn)
+                    .await
+                    .map_err(redis_err)
             }
         }
     }
@@ -358,7 +383,8 @@ impl Store {
             Backend::Sqlite { conn, .. } => {
                 let label = self.label.clone();
                 with_sqlite(conn, move |c| {
-                    let mut stmt = c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
+                    let mut stmt =
+                        c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
                     let keys = stmt.query_map([label], |row| row.get::<_, String>(0))?;
                     keys.collect()
                 })
@@ -414,15 +440,29 @@ impl key_value::HostStore for KeyValueInstance {
             return Err(Error::AccessDenied);
         }
         let store = self.stores.get(&label).cloned().ok_or(Error::NoSuchStore)?;
-        self.table.push(StoreHandle { store }).map_err(|_| Error::StoreTableFull)
+        self.table
+            .push(StoreHandle { store })
+            .map_err(|_| Error::StoreTableFull)
     }
 
-    async fn get(&mut self, self_: Resource<StoreHandle>, key: String) -> Result<Option<Vec<u8>>, Error> {
+    async fn get(
+        &mut self,
+        self_: Resource<StoreHandle>,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, Error> {
         self.store(&self_)?.get(key).await.map_err(Error::Other)
     }
 
-    async fn set(&mut self, self_: Resource<StoreHandle>, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.store(&self_)?.set(key, value).await.map_err(Error::Other)
+    async fn set(
+        &mut self,
+        self_: Resource<StoreHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.store(&self_)?
+            .set(key, value)
+            .await
+            .map_err(Error::Other)
     }
 
     async fn delete(&mut self, self_: Resource<StoreHandle>, key: String) -> Result<(), Error> {
@@ -455,8 +495,9 @@ pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut KeyValueInstance,
 ) -> anyhow::Result<()> {
-    key_value::add_to_linker::<T, KeyValueData>(linker, get)
-        .map_err(|e| anyhow::Error::from_boxed(e.into()).context("linking fermyon:spin/key-value@2.0.0"))
+    key_value::add_to_linker::<T, KeyValueData>(linker, get).map_err(|e| {
+        anyhow::Error::from_boxed(e.into()).context("linking fermyon:spin/key-value@2.0.0")
+    })
 }
 
 #[cfg(test)]
@@ -485,11 +526,23 @@ mod tests {
 
         assert_eq!(inst.get(borrow(&store), "a".into()).await.unwrap(), None);
         assert!(!inst.exists(borrow(&store), "a".into()).await.unwrap());
-        inst.set(borrow(&store), "a".into(), b"one".to_vec()).await.unwrap();
-        inst.set(borrow(&store), "b".into(), vec![0, 255, 7]).await.unwrap();
-        inst.set(borrow(&store), "a".into(), b"uno".to_vec()).await.unwrap(); // overwrite
-        assert_eq!(inst.get(borrow(&store), "a".into()).await.unwrap(), Some(b"uno".to_vec()));
-        assert_eq!(inst.get(borrow(&store), "b".into()).await.unwrap(), Some(vec![0, 255, 7]));
+        inst.set(borrow(&store), "a".into(), b"one".to_vec())
+            .await
+            .unwrap();
+        inst.set(borrow(&store), "b".into(), vec![0, 255, 7])
+            .await
+            .unwrap();
+        inst.set(borrow(&store), "a".into(), b"uno".to_vec())
+            .await
+            .unwrap(); // overwrite
+        assert_eq!(
+            inst.get(borrow(&store), "a".into()).await.unwrap(),
+            Some(b"uno".to_vec())
+        );
+        assert_eq!(
+            inst.get(borrow(&store), "b".into()).await.unwrap(),
+            Some(vec![0, 255, 7])
+        );
         assert!(inst.exists(borrow(&store), "a".into()).await.unwrap());
         let mut keys = inst.get_keys(borrow(&store)).await.unwrap();
         keys.sort();
@@ -499,11 +552,19 @@ mod tests {
         inst.delete(borrow(&store), "missing".into()).await.unwrap(); // deleting nothing is fine
         assert!(!inst.exists(borrow(&store), "a".into()).await.unwrap());
         assert_eq!(inst.get(borrow(&store), "a".into()).await.unwrap(), None);
-        assert_eq!(inst.get_keys(borrow(&store)).await.unwrap(), vec!["b".to_string()]);
+        assert_eq!(
+            inst.get_keys(borrow(&store)).await.unwrap(),
+            vec!["b".to_string()]
+        );
 
         // Empty values are values.
-        inst.set(borrow(&store), "empty".into(), Vec::new()).await.unwrap();
-        assert_eq!(inst.get(borrow(&store), "empty".into()).await.unwrap(), Some(Vec::new()));
+        inst.set(borrow(&store), "empty".into(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            inst.get(borrow(&store), "empty".into()).await.unwrap(),
+            Some(Vec::new())
+        );
 
         // Dropping the handle removes it from the table; later use is an error, not a panic.
         inst.drop(store).await.unwrap();
@@ -515,8 +576,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("sub/dir/shared.db");
         let configs = BTreeMap::from([
-            ("default".to_string(), KeyValueStoreConfig::Spin { path: Some(shared.clone()) }),
-            ("other".to_string(), KeyValueStoreConfig::Spin { path: Some(shared.clone()) }),
+            (
+                "default".to_string(),
+                KeyValueStoreConfig::Spin {
+                    path: Some(shared.clone()),
+                },
+            ),
+            (
+                "other".to_string(),
+                KeyValueStoreConfig::Spin {
+                    path: Some(shared.clone()),
+                },
+            ),
             ("mem".to_string(), KeyValueStoreConfig::Spin { path: None }),
         ]);
         let factor = KeyValueFactor::new(&configs, None).await.unwrap();
@@ -525,51 +596,90 @@ mod tests {
         let a = inst.open("default".into()).await.unwrap();
         let b = inst.open("other".into()).await.unwrap();
         let m = inst.open("mem".into()).await.unwrap();
-        inst.set(borrow(&a), "k".into(), b"from-default".to_vec()).await.unwrap();
+        inst.set(borrow(&a), "k".into(), b"from-default".to_vec())
+            .await
+            .unwrap();
         assert_eq!(inst.get(borrow(&b), "k".into()).await.unwrap(), None);
         assert_eq!(inst.get(borrow(&m), "k".into()).await.unwrap(), None);
-        inst.set(borrow(&b), "k".into(), b"from-other".to_vec()).await.unwrap();
-        assert_eq!(inst.get(borrow(&a), "k".into()).await.unwrap(), Some(b"from-default".to_vec()));
-        assert_eq!(inst.get(borrow(&b), "k".into()).await.unwrap(), Some(b"from-other".to_vec()));
-        assert_eq!(inst.get_keys(borrow(&a)).await.unwrap(), vec!["k".to_string()]);
+        inst.set(borrow(&b), "k".into(), b"from-other".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            inst.get(borrow(&a), "k".into()).await.unwrap(),
+            Some(b"from-default".to_vec())
+        );
+        assert_eq!(
+            inst.get(borrow(&b), "k".into()).await.unwrap(),
+            Some(b"from-other".to_vec())
+        );
+        assert_eq!(
+            inst.get_keys(borrow(&a)).await.unwrap(),
+            vec!["k".to_string()]
+        );
         assert!(inst.get_keys(borrow(&m)).await.unwrap().is_empty());
 
         // Two handles on the same label share data.
         let a2 = inst.open("default".into()).await.unwrap();
-        assert_eq!(inst.get(borrow(&a2), "k".into()).await.unwrap(), Some(b"from-default".to_vec()));
+        assert_eq!(
+            inst.get(borrow(&a2), "k".into()).await.unwrap(),
+            Some(b"from-default".to_vec())
+        );
     }
 
     #[tokio::test]
     async fn undeclared_labels_are_access_denied() {
-        let configs =
-            BTreeMap::from([("other".to_string(), KeyValueStoreConfig::Spin { path: None })]);
+        let configs = BTreeMap::from([(
+            "other".to_string(),
+            KeyValueStoreConfig::Spin { path: None },
+        )]);
         let factor = KeyValueFactor::new(&configs, None).await.unwrap();
 
         let mut inst = factor.instance_state(&labels(&["default"]));
         // Defined but not listed by the component.
-        assert!(matches!(inst.open("other".into()).await, Err(Error::AccessDenied)));
+        assert!(matches!(
+            inst.open("other".into()).await,
+            Err(Error::AccessDenied)
+        ));
         // Neither listed nor defined: Spin checks the allow-list first.
-        assert!(matches!(inst.open("nowhere".into()).await, Err(Error::AccessDenied)));
+        assert!(matches!(
+            inst.open("nowhere".into()).await,
+            Err(Error::AccessDenied)
+        ));
         assert!(inst.open("default".into()).await.is_ok());
 
         // A component with no key_value_stores cannot even open `default`.
         let mut none = factor.instance_state(&[]);
-        assert!(matches!(none.open("default".into()).await, Err(Error::AccessDenied)));
+        assert!(matches!(
+            none.open("default".into()).await,
+            Err(Error::AccessDenied)
+        ));
 
         // Listed but not defined (only possible if startup validation was skipped).
         let mut ghost = factor.instance_state(&labels(&["ghost"]));
-        assert!(matches!(ghost.open("ghost".into()).await, Err(Error::NoSuchStore)));
+        assert!(matches!(
+            ghost.open("ghost".into()).await,
+            Err(Error::NoSuchStore)
+        ));
     }
 
     #[tokio::test]
     async fn check_component_rejects_unknown_labels() {
-        let configs =
-            BTreeMap::from([("other".to_string(), KeyValueStoreConfig::Spin { path: None })]);
+        let configs = BTreeMap::from([(
+            "other".to_string(),
+            KeyValueStoreConfig::Spin { path: None },
+        )]);
         let factor = KeyValueFactor::new(&configs, None).await.unwrap();
-        factor.check_component("cart", &labels(&["default", "other"])).unwrap();
+        factor
+            .check_component("cart", &labels(&["default", "other"]))
+            .unwrap();
         factor.check_component("cart", &[]).unwrap();
-        let err = factor.check_component("cart", &labels(&["default", "sessions"])).unwrap_err();
-        assert_eq!(err.to_string(), "component `cart`: unknown key_value_stores label `sessions`");
+        let err = factor
+            .check_component("cart", &labels(&["default", "sessions"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "component `cart`: unknown key_value_stores label `sessions`"
+        );
     }
 
     #[tokio::test]
@@ -577,26 +687,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join(".spin");
         {
-            let factor = KeyValueFactor::new(&BTreeMap::new(), Some(&state)).await.unwrap();
+            let factor = KeyValueFactor::new(&BTreeMap::new(), Some(&state))
+                .await
+                .unwrap();
             let desc = factor.describe();
             assert_eq!(desc.len(), 1);
             assert_eq!(desc[0].0, "default");
-            assert_eq!(desc[0].1, format!("spin file {}", state.join("sqlite_key_value.db").display()));
+            assert_eq!(
+                desc[0].1,
+                format!("spin file {}", state.join("sqlite_key_value.db").display())
+            );
             let mut inst = factor.instance_state(&labels(&["default"]));
             let s = inst.open("default".into()).await.unwrap();
-            inst.set(borrow(&s), "counter".into(), b"41".to_vec()).await.unwrap();
+            inst.set(borrow(&s), "counter".into(), b"41".to_vec())
+                .await
+                .unwrap();
             factor.set("default", "boot", b"strap").await.unwrap();
         }
         assert!(state.join("sqlite_key_value.db").is_file());
-        let factor = KeyValueFactor::new(&BTreeMap::new(), Some(&state)).await.unwrap();
+        let factor = KeyValueFactor::new(&BTreeMap::new(), Some(&state))
+            .await
+            .unwrap();
         let mut inst = factor.instance_state(&labels(&["default"]));
         let s = inst.open("default".into()).await.unwrap();
-        assert_eq!(inst.get(borrow(&s), "counter".into()).await.unwrap(), Some(b"41".to_vec()));
-        assert_eq!(inst.get(borrow(&s), "boot".into()).await.unwrap(), Some(b"strap".to_vec()));
+        assert_eq!(
+            inst.get(borrow(&s), "counter".into()).await.unwrap(),
+            Some(b"41".to_vec())
+        );
+        assert_eq!(
+            inst.get(borrow(&s), "boot".into()).await.unwrap(),
+            Some(b"strap".to_vec())
+        );
 
         // Without a state dir, the default store is in memory.
         let mem = memory_factor().await;
-        assert_eq!(mem.describe(), vec![("default".to_string(), "spin in-memory".to_string())]);
+        assert_eq!(
+            mem.describe(),
+            vec![("default".to_string(), "spin in-memory".to_string())]
+        );
     }
 
     #[tokio::test]
@@ -605,15 +733,25 @@ mod tests {
         let mut inst = factor.instance_state(&labels(&["default"]));
         let s = inst.open("default".into()).await.unwrap();
 
-        inst.set(borrow(&s), "big".into(), vec![1; MAX_VALUE_BYTES]).await.unwrap();
-        match inst.set(borrow(&s), "bigger".into(), vec![1; MAX_VALUE_BYTES + 1]).await {
+        inst.set(borrow(&s), "big".into(), vec![1; MAX_VALUE_BYTES])
+            .await
+            .unwrap();
+        match inst
+            .set(borrow(&s), "bigger".into(), vec![1; MAX_VALUE_BYTES + 1])
+            .await
+        {
             Err(Error::Other(msg)) => assert!(msg.contains("maximum value size"), "{msg}"),
             other => panic!("expected Other, got {other:?}"),
         }
         assert!(!inst.exists(borrow(&s), "bigger".into()).await.unwrap());
 
-        inst.set(borrow(&s), "k".repeat(MAX_KEY_BYTES), b"v".to_vec()).await.unwrap();
-        match inst.set(borrow(&s), "k".repeat(MAX_KEY_BYTES + 1), b"v".to_vec()).await {
+        inst.set(borrow(&s), "k".repeat(MAX_KEY_BYTES), b"v".to_vec())
+            .await
+            .unwrap();
+        match inst
+            .set(borrow(&s), "k".repeat(MAX_KEY_BYTES + 1), b"v".to_vec())
+            .await
+        {
             Err(Error::Other(msg)) => assert!(msg.contains("maximum key size"), "{msg}"),
             other => panic!("expected Other, got {other:?}"),
         }
@@ -627,7 +765,10 @@ mod tests {
         for _ in 0..MAX_OPEN_STORES {
             handles.push(inst.open("default".into()).await.unwrap());
         }
-        assert!(matches!(inst.open("default".into()).await, Err(Error::StoreTableFull)));
+        assert!(matches!(
+            inst.open("default".into()).await,
+            Err(Error::StoreTableFull)
+        ));
         inst.drop(handles.pop().unwrap()).await.unwrap();
         assert!(inst.open("default".into()).await.is_ok());
     }
@@ -636,13 +777,23 @@ mod tests {
     #[tokio::test]
     async fn redis_backend_round_trip() {
         let url = "redis://127.0.0.1:6379/9";
-        let configs = BTreeMap::from([("cache".to_string(), KeyValueStoreConfig::Redis { url: url.into() })]);
+        let configs = BTreeMap::from([(
+            "cache".to_string(),
+            KeyValueStoreConfig::Redis { url: url.into() },
+        )]);
         let factor = KeyValueFactor::new(&configs, None)
             .await
             .expect("Redis must be running at 127.0.0.1:6379 for this test");
-        assert!(factor.describe().contains(&("cache".to_string(), format!("redis {url}"))));
+        assert!(
+            factor
+                .describe()
+                .contains(&("cache".to_string(), format!("redis {url}")))
+        );
 
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let prefix = format!("bazaar-kv-test-{}-{nanos}:", std::process::id());
         let key = |k: &str| format!("{prefix}{k}");
 
@@ -651,11 +802,23 @@ mod tests {
         let result = async {
             assert_eq!(inst.get(borrow(&s), key("a")).await.unwrap(), None);
             assert!(!inst.exists(borrow(&s), key("a")).await.unwrap());
-            inst.set(borrow(&s), key("a"), b"one".to_vec()).await.unwrap();
-            inst.set(borrow(&s), key("b"), vec![0, 159, 146, 150]).await.unwrap(); // not UTF-8
-            inst.set(borrow(&s), key("a"), b"uno".to_vec()).await.unwrap();
-            assert_eq!(inst.get(borrow(&s), key("a")).await.unwrap(), Some(b"uno".to_vec()));
-            assert_eq!(inst.get(borrow(&s), key("b")).await.unwrap(), Some(vec![0, 159, 146, 150]));
+            inst.set(borrow(&s), key("a"), b"one".to_vec())
+                .await
+                .unwrap();
+            inst.set(borrow(&s), key("b"), vec![0, 159, 146, 150])
+                .await
+                .unwrap(); // not UTF-8
+            inst.set(borrow(&s), key("a"), b"uno".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(
+                inst.get(borrow(&s), key("a")).await.unwrap(),
+                Some(b"uno".to_vec())
+            );
+            assert_eq!(
+                inst.get(borrow(&s), key("b")).await.unwrap(),
+                Some(vec![0, 159, 146, 150])
+            );
             assert!(inst.exists(borrow(&s), key("a")).await.unwrap());
             let mut mine: Vec<String> = inst
                 .get_keys(borrow(&s))
@@ -682,14 +845,28 @@ mod tests {
     async fn unreachable_redis_fails_startup_with_the_label() {
         let configs = BTreeMap::from([(
             "cache".to_string(),
-            KeyValueStoreConfig::Redis { url: "redis://:hunter2@127.0.0.1:1".into() },
+            KeyValueStoreConfig::Redis {
+                url: "redis://:hunter2@127.0.0.1:1".into(),
+            },
         )]);
         let started = std::time::Instant::now();
-        let err = KeyValueFactor::new(&configs, None).await.err().expect("must fail").to_string();
-        eprintln!("ERRMSG {err}");
-        assert!(started.elapsed() < REDIS_CONNECT_TIMEOUT, "refused connections fail fast");
-        assert!(err.starts_with("key_value_stores label `cache`: cannot connect to Redis"), "{err}");
-        assert!(!err.contains("timed out"), "the real cause is reported: {err}");
+        let err = KeyValueFactor::new(&configs, None)
+            .await
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(
+            started.elapsed() < REDIS_CONNECT_TIMEOUT,
+            "refused connections fail fast"
+        );
+        assert!(
+            err.starts_with("key_value_stores label `cache`: cannot connect to Redis"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("timed out"),
+            "the real cause is reported: {err}"
+        );
         assert!(!err.contains("hunter2"), "password must be redacted: {err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }

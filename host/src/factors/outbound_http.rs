@@ -7,18 +7,28 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bazaar_routing::allowed_hosts::AllowedHosts;
+use bazaar_routing::allowed_hosts::{AllowedHosts, BlockedNetworks};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>;
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
 
 /// Implemented by the HTTP trigger: in-process dispatch for service chaining and the origin
 /// used for self requests.
 pub trait ServiceChaining: Send + Sync {
     /// Runs `request` through the HTTP-triggered component `component_id` of this app. `None`
     /// when no such component exists.
-    fn dispatch(&self, component_id: &str, request: http::Request<WasiBody>) -> Option<BoxFuture<Result<http::Response<WasiBody>, HttpError>>>;
+    fn dispatch(
+        &self,
+        component_id: &str,
+        request: http::Request<WasiBody>,
+    ) -> Option<BoxFuture<Result<http::Response<WasiBody>, HttpError>>>;
     /// `scheme://authority` of the runner's own listener, for `self.alt` requests.
     fn self_origin(&self) -> Option<(http::uri::Scheme, http::uri::Authority)>;
 }
@@ -29,16 +39,36 @@ pub struct OutboundHttpHooks {
     allowed: Arc<AllowedHosts>,
     /// Present only for HTTP-triggered callers: Spin offers chaining and self requests only there.
     chaining: Option<Arc<dyn ServiceChaining>>,
+    /// `[outbound_networking] block_networks` from the runtime config.
+    blocked: Arc<BlockedNetworks>,
 }
 
 impl OutboundHttpHooks {
-    pub fn new(component_id: Arc<str>, allowed: Arc<AllowedHosts>, chaining: Option<Arc<dyn ServiceChaining>>) -> Self {
-        Self { component_id, allowed, chaining }
+    pub fn new(
+        component_id: Arc<str>,
+        allowed: Arc<AllowedHosts>,
+        chaining: Option<Arc<dyn ServiceChaining>>,
+        blocked: Arc<BlockedNetworks>,
+    ) -> Self {
+        Self {
+            component_id,
+            allowed,
+            chaining,
+            blocked,
+        }
     }
 
-    fn route(&self, mut request: http::Request<WasiBody>, options: Option<RequestOptions>) -> BoxFuture<SendResult> {
+    fn route(
+        &self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> BoxFuture<SendResult> {
         let denied = |component: &str, url: &str| -> BoxFuture<SendResult> {
-            tracing::warn!(component_id = component, url, "outbound request denied: host not in allowed_outbound_hosts");
+            tracing::warn!(
+                component_id = component,
+                url,
+                "outbound request denied: host not in allowed_outbound_hosts"
+            );
             Box::pin(async { Err(HttpError::HttpRequestDenied) })
         };
         let uri = request.uri().clone();
@@ -64,7 +94,8 @@ impl OutboundHttpHooks {
             };
             return Box::pin(async move {
                 let response = response.await?;
-                let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+                let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                    Box::new(async { Ok(()) });
                 Ok((response, done))
             });
         }
@@ -72,7 +103,9 @@ impl OutboundHttpHooks {
         if host == "self.alt" {
             let scheme = url.scheme().to_string();
             let origin = self.chaining.as_ref().and_then(|c| c.self_origin());
-            let Some((listener_scheme, authority)) = origin.filter(|_| self.allowed.allows_relative(&scheme)) else {
+            let Some((listener_scheme, authority)) =
+                origin.filter(|_| self.allowed.allows_relative(&scheme))
+            else {
                 return denied(&self.component_id, &url_text);
             };
             let mut parts = uri.into_parts();
@@ -85,19 +118,48 @@ impl OutboundHttpHooks {
             if let Ok(value) = http::HeaderValue::from_str(authority.as_str()) {
                 request.headers_mut().insert(http::header::HOST, value);
             }
-            return send_to_network(request, options);
+            return send_to_network(request, options, self.blocked.clone());
         }
 
         if !self.allowed.allows(&url) {
             return denied(&self.component_id, &url_text);
         }
-        send_to_network(request, options)
+        send_to_network(request, options, self.blocked.clone())
     }
 }
 
-fn send_to_network(request: http::Request<WasiBody>, options: Option<RequestOptions>) -> BoxFuture<SendResult> {
+/// Whether any address `authority` resolves to is in a blocked network. The client resolves the
+/// name again when it connects; a DNS answer that changes in between is not caught.
+async fn resolves_to_blocked(uri: &http::Uri, blocked: &BlockedNetworks) -> bool {
+    let Some(host) = uri.host() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return blocked.blocks(ip);
+    }
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        });
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.into_iter().any(|addr| blocked.blocks(addr.ip())),
+        Err(_) => false,
+    }
+}
+
+fn send_to_network(
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+    blocked: Arc<BlockedNetworks>,
+) -> BoxFuture<SendResult> {
     use http_body_util::BodyExt as _;
     Box::pin(async move {
+        if !blocked.is_empty() && resolves_to_blocked(request.uri(), &blocked).await {
+            tracing::warn!(url = %request.uri(), "outbound request denied: destination is in a blocked network");
+            return Err(HttpError::DestinationIpProhibited);
+        }
         let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
         let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(io);
         Ok((response.map(|body| body.boxed_unsync()), done))

@@ -24,19 +24,24 @@ fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('_').all(|word| {
             word.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
 }
 
 impl variables::Host for VariablesInstance {
     async fn get(&mut self, name: String) -> Result<String, Error> {
         if !is_valid_name(&name) {
-            return Err(Error::InvalidName(format!("invalid variable name `{name}`")));
+            return Err(Error::InvalidName(format!(
+                "invalid variable name `{name}`"
+            )));
         }
-        self.values
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| Error::Undefined(format!("no variable `{name}` is declared for this component")))
+        self.values.get(&name).cloned().ok_or_else(|| {
+            Error::Undefined(format!(
+                "no variable `{name}` is declared for this component"
+            ))
+        })
     }
 }
 
@@ -60,7 +65,10 @@ mod tests {
     use variables::Host as _;
 
     fn instance() -> VariablesInstance {
-        VariablesInstance::new(Arc::new(BTreeMap::from([("api_url".to_string(), "https://x".to_string())])))
+        VariablesInstance::new(Arc::new(BTreeMap::from([(
+            "api_url".to_string(),
+            "https://x".to_string(),
+        )])))
     }
 
     #[tokio::test]
@@ -70,13 +78,19 @@ mod tests {
 
     #[tokio::test]
     async fn undeclared_variable_is_undefined() {
-        assert!(matches!(instance().get("secret_key".into()).await, Err(Error::Undefined(_))));
+        assert!(matches!(
+            instance().get("secret_key".into()).await,
+            Err(Error::Undefined(_))
+        ));
     }
 
     #[tokio::test]
     async fn malformed_name_is_invalid() {
         for bad in ["API_URL", "api-url", "_x", "", "1a"] {
-            assert!(matches!(instance().get(bad.into()).await, Err(Error::InvalidName(_))), "{bad}");
+            assert!(
+                matches!(instance().get(bad.into()).await, Err(Error::InvalidName(_))),
+                "{bad}"
+            );
         }
     }
 }

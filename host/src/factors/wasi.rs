@@ -32,7 +32,12 @@ pub struct ComponentOutput {
 
 impl ComponentOutput {
     /// `log_dir = None` disables the log file (output is still echoed to the runner's stderr).
-    pub fn new(component_id: &str, kind: StreamKind, log_dir: Option<&Path>, echo: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        component_id: &str,
+        kind: StreamKind,
+        log_dir: Option<&Path>,
+        echo: bool,
+    ) -> anyhow::Result<Self> {
         let file = match log_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -46,7 +51,11 @@ impl ComponentOutput {
             }
             None => None,
         };
-        Ok(Self { component_id: component_id.into(), file, echo })
+        Ok(Self {
+            component_id: component_id.into(),
+            file,
+            echo,
+        })
     }
 }
 
@@ -58,7 +67,10 @@ impl IsTerminal for ComponentOutput {
 
 impl StdoutStream for ComponentOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(OutputWriter { output: self.clone(), pending: Vec::new() })
+        Box::new(OutputWriter {
+            output: self.clone(),
+            pending: Vec::new(),
+        })
     }
 }
 
@@ -91,7 +103,11 @@ impl OutputWriter {
 }
 
 impl AsyncWrite for OutputWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if let Some(file) = &self.output.file {
             // Small appends to a local file: cheaper than a round trip to a blocking thread.
             let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -145,19 +161,28 @@ impl WasiTemplate {
 
 /// Copies a component's `files` into `staging` at their guest paths, so exactly the declared
 /// files (and nothing beside them on the host) are visible, as Spin does for local apps.
-pub fn stage_files(files: &[FileMount], staging: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+pub fn stage_files(
+    files: &[FileMount],
+    staging: &Path,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
     use anyhow::Context as _;
     if files.is_empty() {
         return Ok(None);
     }
     if staging.exists() {
-        std::fs::remove_dir_all(staging).with_context(|| format!("clearing {}", staging.display()))?;
+        std::fs::remove_dir_all(staging)
+            .with_context(|| format!("clearing {}", staging.display()))?;
     }
     std::fs::create_dir_all(staging)?;
     for mount in files {
         let dest = staging.join(mount.destination.trim_start_matches('/'));
-        copy_recursively(&mount.source, &dest)
-            .with_context(|| format!("mounting {} at {}", mount.source.display(), mount.destination))?;
+        copy_recursively(&mount.source, &dest).with_context(|| {
+            format!(
+                "mounting {} at {}",
+                mount.source.display(),
+                mount.destination
+            )
+        })?;
     }
     Ok(Some(staging.to_path_buf()))
 }

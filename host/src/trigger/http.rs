@@ -70,23 +70,37 @@ pub struct HttpTrigger {
 }
 
 fn empty(status: StatusCode) -> Response<ResponseBody> {
-    let mut response = Response::new(Empty::new().map_err(|never: Infallible| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Empty::new()
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(body.into()).map_err(|never: Infallible| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
     }
     response
 }
 
 impl HttpTrigger {
     /// Builds the router (errors on invalid routes) and binds nothing yet.
-    pub fn new(app: Arc<App>, options: HttpOptions, local_addr: SocketAddr) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        app: Arc<App>,
+        options: HttpOptions,
+        local_addr: SocketAddr,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut public = Vec::new();
         let mut http_components = std::collections::BTreeSet::new();
         for trigger in &app.manifest.http_triggers {
@@ -96,7 +110,10 @@ impl HttpTrigger {
             let target = match (&trigger.component, &trigger.static_response) {
                 (Some(id), _) => RouteTarget::Component(id.clone()),
                 (None, Some(response)) => RouteTarget::Static(response.clone()),
-                (None, None) => anyhow::bail!("HTTP trigger `{}` has neither a component nor a static_response", trigger.id),
+                (None, None) => anyhow::bail!(
+                    "HTTP trigger `{}` has neither a component nor a static_response",
+                    trigger.id
+                ),
             };
             if let HttpRoute::Path(route) = &trigger.route {
                 public.push((route.clone(), target));
@@ -125,7 +142,11 @@ impl HttpTrigger {
 
     /// Accepts connections until `shutdown` resolves, then stops accepting and waits up to the
     /// drain timeout for in-flight requests.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -159,7 +180,10 @@ impl HttpTrigger {
             }
         }
         drop(listener);
-        tracing::info!(drain_timeout_s = self.options.drain_timeout.as_secs_f64(), "shutting down: no longer accepting, draining in-flight requests");
+        tracing::info!(
+            drain_timeout_s = self.options.drain_timeout.as_secs_f64(),
+            "shutting down: no longer accepting, draining in-flight requests"
+        );
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(self.options.drain_timeout) => tracing::warn!("drain timeout reached; closing remaining connections"),
@@ -167,7 +191,11 @@ impl HttpTrigger {
         Ok(())
     }
 
-    async fn handle_inbound(self: Arc<Self>, mut req: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
+    async fn handle_inbound(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -184,7 +212,11 @@ impl HttpTrigger {
         response
     }
 
-    async fn route_inbound(&self, req: Request<Incoming>, client: SocketAddr) -> (Response<ResponseBody>, Option<String>) {
+    async fn route_inbound(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> (Response<ResponseBody>, Option<String>) {
         let path = req.uri().path().to_string();
         if routes::is_reserved(&path) {
             return (self.well_known(&path), None);
@@ -199,21 +231,40 @@ impl HttpTrigger {
         let Some(component) = self.app.components.get(&component_id).cloned() else {
             return (empty(StatusCode::INTERNAL_SERVER_ERROR), Some(component_id));
         };
-        let permit = match tokio::time::timeout(self.options.queue_timeout, self.limiter.clone().acquire_owned()).await {
+        let permit = match tokio::time::timeout(
+            self.options.queue_timeout,
+            self.limiter.clone().acquire_owned(),
+        )
+        .await
+        {
             Ok(Ok(permit)) => permit,
             _ => {
                 tracing::warn!(component_id = %component_id, "concurrency cap reached; answering 503");
                 let mut response = empty(StatusCode::SERVICE_UNAVAILABLE);
-                response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return (response, Some(component_id));
             }
         };
-        let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-        let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
         let full_url = routes::full_url("http", host.as_deref(), &path_and_query);
         let spin_headers = routes::spin_headers(&matched, &full_url, &client.to_string());
         let req = req.map(|body| body.map_err(HttpError::from).boxed_unsync());
-        (self.execute(component, req, spin_headers, Some(permit)).await, Some(component_id))
+        (
+            self.execute(component, req, spin_headers, Some(permit))
+                .await,
+            Some(component_id),
+        )
     }
 
     fn well_known(&self, path: &str) -> Response<ResponseBody> {
@@ -242,7 +293,8 @@ impl HttpTrigger {
         }
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
             // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
-            let authority = HeaderValue::from_str(&self.local_addr.to_string()).unwrap_or(HeaderValue::from_static("localhost"));
+            let authority = HeaderValue::from_str(&self.local_addr.to_string())
+                .unwrap_or(HeaderValue::from_static("localhost"));
             req.headers_mut().insert(http::header::HOST, authority);
         }
         match self.start_instance(&component, req, permit).await {
@@ -260,11 +312,18 @@ impl HttpTrigger {
         req: Request<WasiBody>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> anyhow::Result<Response<ResponseBody>> {
-        let pre = component.http.clone().context("component does not export wasi:http/incoming-handler")?;
-        let chaining: Option<Arc<dyn ServiceChaining>> = self.this.upgrade().map(|t| t as Arc<dyn ServiceChaining>);
+        let pre = component
+            .http
+            .clone()
+            .context("component does not export wasi:http/incoming-handler")?;
+        let chaining: Option<Arc<dyn ServiceChaining>> =
+            self.this.upgrade().map(|t| t as Arc<dyn ServiceChaining>);
         let mut store = self.app.new_store(component, chaining)?;
         let (sender, receiver) = oneshot::channel();
-        let request = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
         let component_id = component.id.clone();
         // The instance runs in its own task: the response head comes back through the outparam
@@ -272,7 +331,10 @@ impl HttpTrigger {
         let task = tokio::spawn(async move {
             let _permit = permit;
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, outparam)
+                .await
         });
         match receiver.await {
             Ok(Ok(response)) => {
@@ -295,19 +357,33 @@ impl HttpTrigger {
 }
 
 impl ServiceChaining for HttpTrigger {
-    fn dispatch(&self, component_id: &str, request: Request<WasiBody>) -> Option<BoxFuture<Result<Response<WasiBody>, HttpError>>> {
+    fn dispatch(
+        &self,
+        component_id: &str,
+        request: Request<WasiBody>,
+    ) -> Option<BoxFuture<Result<Response<WasiBody>, HttpError>>> {
         if !self.http_components.contains(component_id) {
             return None;
         }
         let component = self.app.components.get(component_id)?.clone();
         let this = self.this.upgrade()?;
-        let path_and_query = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
         let path = request.uri().path().to_owned();
         // The callee sees Spin's synthetic `/...` match: no Host header, so the URL falls back
         // to localhost, and the unspecified client address.
         let matched = RouteMatch::synthetic(&(), &path);
-        let spin_headers = routes::spin_headers(&matched, &routes::full_url("http", None, &path_and_query), "0.0.0.0:0");
-        Some(Box::pin(async move { Ok(this.execute(component, request, spin_headers, None).await) }))
+        let spin_headers = routes::spin_headers(
+            &matched,
+            &routes::full_url("http", None, &path_and_query),
+            "0.0.0.0:0",
+        );
+        Some(Box::pin(async move {
+            Ok(this.execute(component, request, spin_headers, None).await)
+        }))
     }
 
     fn self_origin(&self) -> Option<(http::uri::Scheme, http::uri::Authority)> {
@@ -322,7 +398,13 @@ fn strip_forbidden_headers(req: &mut Request<Incoming>) {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.split(':').next().unwrap_or("").to_ascii_lowercase().ends_with(".spin.internal"))
+        .map(|h| {
+            h.split(':')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+                .ends_with(".spin.internal")
+        })
         .unwrap_or(false);
     if spoofed {
         req.headers_mut().remove(http::header::HOST);
@@ -330,16 +412,25 @@ fn strip_forbidden_headers(req: &mut Request<Incoming>) {
 }
 
 fn static_response(spec: &StaticResponse) -> Response<ResponseBody> {
-    let status = StatusCode::from_u16(spec.status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(spec.status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = match &spec.body {
         Some(body) => full(status, "text/plain", body.clone()),
         None => empty(status),
     };
-    if spec.body.is_some() && spec.headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+    if spec.body.is_some()
+        && spec
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"))
+    {
         response.headers_mut().remove(http::header::CONTENT_TYPE);
     }
     for (name, value) in &spec.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
             response.headers_mut().append(name, value);
         }
     }
@@ -348,5 +439,7 @@ fn static_response(spec: &StaticResponse) -> Response<ResponseBody> {
 
 /// Binds the listener: `SocketAddr` parsing happens in the CLI.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
 }

@@ -9,7 +9,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds `package` for wasm32-wasip2 (release) into a target dir of its own, so the nested
@@ -21,16 +24,31 @@ pub fn build_wasm(package: &str) -> PathBuf {
     if let Some(path) = built.get(package) {
         return path.clone();
     }
-    let target_root = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target_root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     let target_dir = target_root.join("test-wasm");
     let status = Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .status()
         .expect("running cargo");
-    assert!(status.success(), "building {package} for wasm32-wasip2 failed");
-    let path = target_dir.join("wasm32-wasip2/release").join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(
+        status.success(),
+        "building {package} for wasm32-wasip2 failed"
+    );
+    let path = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(path.exists(), "{} missing after build", path.display());
     built.insert(package.to_string(), path.clone());
     path
@@ -57,7 +75,12 @@ pub struct RunnerBuilder {
 }
 
 pub fn runner(manifest: &str) -> RunnerBuilder {
-    RunnerBuilder { manifest: manifest.to_string(), args: Vec::new(), envs: Vec::new(), files: Vec::new() }
+    RunnerBuilder {
+        manifest: manifest.to_string(),
+        args: Vec::new(),
+        envs: Vec::new(),
+        files: Vec::new(),
+    }
 }
 
 impl RunnerBuilder {
@@ -76,12 +99,22 @@ impl RunnerBuilder {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        std::fs::write(dir.join("spin.toml"), self.manifest.replace("{probe}", &probe_wasm().display().to_string())).unwrap();
+        std::fs::write(
+            dir.join("spin.toml"),
+            self.manifest
+                .replace("{probe}", &probe_wasm().display().to_string()),
+        )
+        .unwrap();
         for (name, contents) in &self.files {
             std::fs::write(dir.join(name), contents).unwrap();
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bazaar"));
-        cmd.current_dir(dir).arg("up").arg("-f").arg(dir.join("spin.toml")).args(["--listen", "127.0.0.1:0"]).args(&self.args);
+        cmd.current_dir(dir)
+            .arg("up")
+            .arg("-f")
+            .arg(dir.join("spin.toml"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args);
         cmd.env_remove("RUST_LOG");
         for (k, v) in &self.envs {
             cmd.env(k, v);
@@ -92,9 +125,20 @@ impl RunnerBuilder {
     /// Runs `bazaar up` expecting it to fail at startup; returns (exit code, stderr).
     pub fn expect_startup_failure(self) -> (i32, String) {
         let dir = tempfile::tempdir().unwrap();
-        let output = self.command(dir.path()).stdin(Stdio::null()).output().unwrap();
-        assert!(!output.status.success(), "expected startup failure, stdout: {}", String::from_utf8_lossy(&output.stdout));
-        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+        let output = self
+            .command(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "expected startup failure, stdout: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     pub fn start(self) -> Runner {
@@ -130,10 +174,19 @@ impl RunnerBuilder {
             Ok(base) => base,
             Err(_) => {
                 let _ = child.kill();
-                panic!("bazaar up did not start; stderr:\n{}", stderr_lines.lock().unwrap().join("\n"));
+                panic!(
+                    "bazaar up did not start; stderr:\n{}",
+                    stderr_lines.lock().unwrap().join("\n")
+                );
             }
         };
-        Runner { child, base, dir, stderr: stderr_lines, stdout: stdout_lines }
+        Runner {
+            child,
+            base,
+            dir,
+            stderr: stderr_lines,
+            stdout: stdout_lines,
+        }
     }
 }
 
@@ -171,7 +224,10 @@ impl Drop for Runner {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// GET `url` and parse the probe's JSON answer.

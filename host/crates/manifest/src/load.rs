@@ -292,11 +292,9 @@ fn parse_component(
     if let Some(deps) = c.table("dependencies")?
         && !deps.is_empty()
     {
-        {
-            bail!(
-                "{loc}: component `dependencies` (composition) are not supported by bazaar; compose the component before running it"
-            );
-        }
+        bail!(
+            "{loc}: component `dependencies` (composition) are not supported by bazaar; compose the component before running it"
+        );
     }
 
     Ok(Component {
@@ -533,9 +531,7 @@ fn parse_triggers(
         if let Some(id) = &r.id
             && !seen.insert(id.clone())
         {
-            {
-                bail!("duplicate trigger id `{id}` ({} reuses it)", r.loc);
-            }
+            bail!("duplicate trigger id `{id}` ({} reuses it)", r.loc);
         }
     }
 

@@ -21,8 +21,10 @@ pub struct Manifest {
     pub http_triggers: Vec<HttpTrigger>,
     /// `[[trigger.redis]]` in file order.
     pub redis_triggers: Vec<RedisTrigger>,
-    /// `[component.<id>]`, plus inline trigger components (given the trigger's id, or a
-    /// generated `<trigger-type>-trigger-<n>` id like Spin does).
+    /// `[component.<id>]`, plus inline trigger components. Following Spin (so log file names and
+    /// `<id>.spin.internal` hosts match `spin up`), an inline component is named
+    /// `<trigger-id>-component` when that is a valid, unused component id, else
+    /// `inline-component<n>` (lowest free n).
     pub components: BTreeMap<String, Component>,
     /// Non-fatal findings Spin would warn about (deprecated `allowed_http_hosts`,
     /// `[application.trigger.http] base = "/"`). Kept here instead of printed so the host can log
@@ -60,6 +62,9 @@ pub enum HttpRoute {
 
 #[derive(Debug, Clone)]
 pub struct HttpTrigger {
+    /// The manifest's `id`, or Spin's generated one: `<component>-<type>-trigger` when the
+    /// trigger references a component by id and that is free, else `<type>-trigger<n>`
+    /// (`http-trigger1`, ...; lowest free n per trigger type). Same scheme for Redis triggers.
     pub id: String,
     pub route: HttpRoute,
     /// Component id. `None` when the trigger has a `static_response` instead.
@@ -90,7 +95,10 @@ pub struct Component {
     /// a clear error since this runner cannot fetch).
     pub source: PathBuf,
     pub description: Option<String>,
+    /// Glob entries are expanded (minus `exclude_files`) when the manifest is loaded, so load it
+    /// again after a build that creates files. `{ source, destination }` entries are kept as is.
     pub files: Vec<FileMount>,
+    /// Includes the `http://`/`https://` pairs converted from deprecated `allowed_http_hosts`.
     pub allowed_outbound_hosts: Vec<Template>,
     pub key_value_stores: Vec<String>,
     pub sqlite_databases: Vec<String>,
