@@ -20,6 +20,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::engine::{self, EngineOptions};
 use crate::factors::key_value::{self, KeyValueFactor, KeyValueInstance};
 use crate::factors::outbound_http::{OutboundHttpHooks, ServiceChaining};
+use crate::factors::postgres::{self as postgres_factor, PostgresFactor, PostgresInstance};
+use crate::factors::redis::{self as redis_factor, RedisFactor, RedisInstance};
 use crate::factors::sqlite::{self, SqliteFactor, SqliteInstance};
 use crate::factors::variables::{self as variables_factor, VariablesInstance};
 use crate::factors::wasi::{self as wasi_factor, ComponentOutput, StreamKind, WasiTemplate};
@@ -52,6 +54,10 @@ pub struct App {
     pub log_dir: Option<PathBuf>,
     pub key_value: KeyValueFactor,
     pub sqlite: SqliteFactor,
+    /// PostgreSQL connection pools, one per connection string, shared by all components.
+    pub postgres: PostgresFactor,
+    /// Outbound Redis connections and the embedded pub/sub broker, shared with the Redis trigger.
+    pub redis: RedisFactor,
     pub components: BTreeMap<String, Arc<AppComponent>>,
     pub blocked_networks: Arc<BlockedNetworks>,
 }
@@ -59,6 +65,9 @@ pub struct App {
 /// A component ready to instantiate, with everything its instances are allowed to use.
 pub struct AppComponent {
     pub id: Arc<str>,
+    /// The component linked against every factor; trigger-specific worlds (HTTP, Redis) are
+    /// typed views of it.
+    pub pre: wasmtime::component::InstancePre<InstanceState>,
     /// Pre-instantiated `wasi:http/incoming-handler` world; `None` if the component does not
     /// export it (it may still be used by another trigger type).
     pub http: Option<ProxyPre<InstanceState>>,
@@ -77,6 +86,8 @@ pub struct InstanceState {
     http_hooks: OutboundHttpHooks,
     key_value: KeyValueInstance,
     sqlite: SqliteInstance,
+    postgres: PostgresInstance,
+    redis: RedisInstance,
     variables: VariablesInstance,
     limits: StoreLimits,
 }
@@ -106,6 +117,8 @@ fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     key_value::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.key_value)?;
     sqlite::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.sqlite)?;
+    postgres_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.postgres)?;
+    redis_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.redis)?;
     variables_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.variables)?;
     Ok(linker)
 }
@@ -144,6 +157,7 @@ impl App {
             KeyValueFactor::new(&runtime_config.key_value_stores, state_dir.as_deref()).await?;
         let sqlite =
             SqliteFactor::new(&runtime_config.sqlite_databases, state_dir.as_deref()).await?;
+        let redis = RedisFactor::new(&manifest, &variables).await?;
 
         let mut engine_options = options.engine.clone();
         if engine_options.max_instance_memory.is_none() {
@@ -185,7 +199,7 @@ impl App {
                 .with_context(|| {
                     format!("component `{id}` imports something this runner does not provide")
                 })?;
-            let http = ProxyPre::new(instance_pre).ok();
+            let http = ProxyPre::new(instance_pre.clone()).ok();
 
             let mut env: Vec<(String, String)> = spec
                 .environment
@@ -218,6 +232,7 @@ impl App {
                 id.clone(),
                 Arc::new(AppComponent {
                     id: id.as_str().into(),
+                    pre: instance_pre,
                     http,
                     allowed_hosts: Arc::new(allowed_hosts),
                     variables: Arc::new(component_variables),
@@ -247,6 +262,8 @@ impl App {
             log_dir,
             key_value,
             sqlite,
+            postgres: PostgresFactor::new(),
+            redis,
             components,
             blocked_networks,
         })
@@ -274,6 +291,14 @@ impl App {
             ),
             key_value: self.key_value.instance_state(&component.key_value_stores),
             sqlite: self.sqlite.instance_state(&component.sqlite_databases),
+            postgres: self
+                .postgres
+                .instance_state(component.allowed_hosts.clone()),
+            redis: self.redis.instance_state(
+                component.id.clone(),
+                component.allowed_hosts.clone(),
+                self.blocked_networks.clone(),
+            ),
             variables: VariablesInstance::new(component.variables.clone()),
             limits: limits.build(),
         };

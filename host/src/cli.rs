@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::{App, AppOptions};
 use crate::engine::{self, EngineOptions};
 use crate::trigger::http::{self, HttpOptions, HttpTrigger};
+use crate::trigger::redis::{RedisTrigger, Subscription};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -210,9 +211,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)),
     };
     let trigger = HttpTrigger::new(app.clone(), http_options, local_addr)?;
+    let redis_trigger = RedisTrigger::new(app.clone())?;
+    let jobs = crate::trigger::scheduler::jobs_from_manifest(&app.manifest)?;
+    // Subscribed before "Serving" is printed, so nothing published after that is missed.
+    let redis = redis_trigger.start().await;
     print_banner(&app, local_addr, &trigger.route_table());
+    print_redis(&app, &redis_trigger.subscriptions());
+    print_jobs(&jobs);
     start_epoch_ticker(&app.engine);
-    trigger.serve(listener, shutdown_signal()).await
+    let scheduled = crate::trigger::scheduler::start(trigger.clone(), jobs);
+    let served = trigger.serve(listener, shutdown_signal()).await;
+    redis
+        .stop(Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)))
+        .await;
+    for job in scheduled {
+        job.abort();
+    }
+    served
 }
 
 fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
@@ -235,6 +250,56 @@ fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
             None => (route.trim_end_matches('/').to_string(), ""),
         };
         let _ = writeln!(out, "  {component}: http://{addr}{path}{wildcard}");
+    }
+    let _ = out.flush();
+}
+
+fn print_jobs(jobs: &[crate::trigger::scheduler::Job]) {
+    use std::io::Write as _;
+    if jobs.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Scheduled jobs:");
+    for job in jobs {
+        let target = job
+            .component
+            .as_deref()
+            .map(|c| format!(" -> {c}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}: {} {}{target} every {}",
+            job.name,
+            job.method,
+            job.route,
+            humantime::format_duration(job.every)
+        );
+    }
+    let _ = out.flush();
+}
+
+/// Which addresses the embedded broker serves, then the Redis subscriptions (Spin prints its
+/// "Active Channels" the same way).
+fn print_redis(app: &App, subscriptions: &[Subscription]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for address in app.redis.embedded_addresses() {
+        let _ = writeln!(
+            out,
+            "Redis {address} did not answer: bazaar's embedded broker serves its publish/subscribe in-process (other Redis commands against it fail)"
+        );
+    }
+    if !subscriptions.is_empty() {
+        let _ = writeln!(out, "Redis subscriptions:");
+    }
+    for s in subscriptions {
+        let broker = if s.embedded { " (embedded broker)" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {}: {} channel `{}`{broker}",
+            s.component, s.address, s.channel
+        );
     }
     let _ = out.flush();
 }

@@ -766,3 +766,86 @@ allowed_outbound_hosts = ["http://127.0.0.1:{port}"]
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn scheduled_jobs_run_periodically_and_never_overlap() {
+    let app = runner(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "jobs"
+[[application.tool.bazaar.jobs]]
+name = "slow-sweep"
+route = "/jobs/sweep?probe=sleep&ms=300"
+every = "100ms"
+
+[[trigger.http]]
+route = "/jobs/..."
+component = "worker"
+[[trigger.http]]
+route = { private = true }
+component = "hidden"
+[component.worker]
+source = "{probe}"
+[component.hidden]
+source = "{probe}"
+[[component.hidden.tool.bazaar.jobs]]
+name = "private-job"
+route = "/recover?probe=status&code=202"
+every = "200ms"
+"#,
+    )
+    .start();
+    assert!(
+        app.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("slow-sweep")),
+        "the banner lists the jobs"
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let runs: Vec<Value> = app
+        .stderr_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "job run")
+        .collect();
+    let sweep_ends: Vec<chrono_like::Millis> = runs
+        .iter()
+        .filter(|v| v["fields"]["job"] == "slow-sweep")
+        .map(|v| chrono_like::parse(v["timestamp"].as_str().unwrap()))
+        .collect();
+    assert!(
+        sweep_ends.len() >= 3,
+        "the job ran repeatedly: {}",
+        app.stderr_text()
+    );
+    for pair in sweep_ends.windows(2) {
+        // Each run sleeps 300 ms; with a 100 ms period, overlapping runs would end ~100 ms apart.
+        assert!(pair[1] - pair[0] >= 290, "runs overlapped: ends {pair:?}");
+    }
+    let private_runs = runs
+        .iter()
+        .filter(|v| v["fields"]["job"] == "private-job" && v["fields"]["status"] == 202)
+        .count();
+    assert!(
+        private_runs >= 2,
+        "a component job reaches a private component: {}",
+        app.stderr_text()
+    );
+}
+
+/// Just enough RFC 3339 parsing for log timestamps of one run (same day).
+mod chrono_like {
+    pub type Millis = i64;
+    pub fn parse(ts: &str) -> Millis {
+        // 2026-11-29T02:31:48.123456Z
+        let time = ts.split('T').nth(1).unwrap().trim_end_matches('Z');
+        let mut parts = time.split(':');
+        let h: i64 = parts.next().unwrap().parse().unwrap();
+        let m: i64 = parts.next().unwrap().parse().unwrap();
+        let s: f64 = parts.next().unwrap().parse().unwrap();
+        (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
+    }
+}

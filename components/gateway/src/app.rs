@@ -144,6 +144,13 @@ async fn forward<U: Upstream>(
         .body(body)
         .map_err(|e| format!("building upstream request: {e}"))?;
     *outbound.headers_mut() = forward_request_headers(&parts.headers, request_id);
+    // The body is buffered, so announce its exact length rather than letting the host chunk it.
+    if !outbound.body().is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
+        let length = HeaderValue::from(outbound.body().len());
+        outbound
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length);
+    }
 
     let (upstream_parts, upstream_body) = upstream.send(outbound).await?.into_parts();
     let mut relayed = http::Response::new(upstream_body);
@@ -463,6 +470,7 @@ mod tests {
         assert_eq!(sent.headers()["content-type"], "application/json");
         assert_eq!(sent.headers()["x-request-id"], "client.id-1");
         assert!(sent.headers().get("x-bazaar-user-id").is_none());
+        assert_eq!(sent.headers()["content-length"], "14");
         assert!(sent.headers().get("connection").is_none());
     }
 

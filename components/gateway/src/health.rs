@@ -85,7 +85,16 @@ pub fn ready_response(checks: &[Check], instance: &str) -> http::Response<Vec<u8
         .map(|c| c.name.as_str())
         .collect();
     if failed.is_empty() {
-        return json_response(StatusCode::OK, &json!({ "status": "ok", "checks": checks }));
+        #[derive(Serialize)]
+        struct Ready<'a> {
+            status: &'static str,
+            checks: &'a [Check],
+        }
+        let body = Ready {
+            status: "ok",
+            checks,
+        };
+        return json_response(StatusCode::OK, &body);
     }
     Problem::service_unavailable(format!(
         "{} of {} readiness checks failed: {}",
@@ -98,8 +107,9 @@ pub fn ready_response(checks: &[Check], instance: &str) -> http::Response<Vec<u8
     .to_response()
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> http::Response<Vec<u8>> {
-    let mut response = http::Response::new(body.to_string().into_bytes());
+fn json_response(status: StatusCode, body: &impl Serialize) -> http::Response<Vec<u8>> {
+    // Plain structs and `Value`s always serialise.
+    let mut response = http::Response::new(serde_json::to_vec(body).unwrap_or_default());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -130,6 +140,7 @@ mod tests {
         let checks = [Check::ok("config"), Check::ok("upstream:users")];
         let r = ready_response(&checks, "/health/ready");
         assert_eq!(r.status(), StatusCode::OK);
+        assert!(String::from_utf8_lossy(r.body()).starts_with(r#"{"status":"ok","checks":["#));
         assert_eq!(
             body(&r),
             json!({"status": "ok", "checks": [

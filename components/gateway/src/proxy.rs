@@ -4,8 +4,8 @@
 //! * hop-by-hop headers (RFC 9110 §7.6.1: `connection`, `keep-alive`, `proxy-*`, `te`, `trailer`,
 //!   `transfer-encoding`, `upgrade`, plus any header named in `connection`) and `http2-settings` —
 //!   these describe one connection, and wasi-http hosts refuse most of them anyway;
-//! * `host` and `content-length`: the authority is the upstream URL's, the body is re-framed by
-//!   the host;
+//! * `host` and `content-length`: the authority is the upstream URL's; the caller sets
+//!   `content-length` from the (buffered) body it actually forwards;
 //! * `x-bazaar-*`: internal identity headers (user id, roles, ...) that only the gateway may set
 //!   after authenticating — a client must never be able to forge them;
 //! * `spin-*`: route metadata Spin computed for the gateway's own route; the upstream gets its own;

@@ -3,6 +3,8 @@
 
 pub mod key_value;
 pub mod outbound_http;
+pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 pub mod variables;
 pub mod wasi;

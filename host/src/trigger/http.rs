@@ -356,6 +356,64 @@ impl HttpTrigger {
     }
 }
 
+impl HttpTrigger {
+    /// Runs a request in-process, without the network or the concurrency cap: how the job
+    /// scheduler calls job routes. With `component`, the request goes straight to that
+    /// component with Spin's synthetic `/...` match (like a chained call, so private components
+    /// work); without, it is routed like an inbound request.
+    pub async fn invoke_in_process(
+        &self,
+        component: Option<&str>,
+        method: http::Method,
+        path_and_query: &str,
+    ) -> Response<ResponseBody> {
+        let path = path_and_query.split('?').next().unwrap_or("/").to_string();
+        let build = |authority: &str| {
+            Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{authority}{path_and_query}"))
+                .header("x-bazaar-job", "1")
+                .body(
+                    Empty::new()
+                        .map_err(|never: Infallible| match never {})
+                        .boxed_unsync(),
+                )
+        };
+        let full_url = routes::full_url("http", None, path_and_query);
+        let (component_id, spin_headers, request) = match component {
+            Some(id) => {
+                let matched = RouteMatch::synthetic(&(), &path);
+                let headers =
+                    routes::spin_headers(&matched, &full_url, routes::CHAINED_CLIENT_ADDR);
+                (
+                    id.to_string(),
+                    headers,
+                    build(&format!("{id}.spin.internal")),
+                )
+            }
+            None => {
+                let Some(matched) = self.router.route(&path) else {
+                    return empty(StatusCode::NOT_FOUND);
+                };
+                let id = match matched.target() {
+                    RouteTarget::Static(response) => return static_response(response),
+                    RouteTarget::Component(id) => id.clone(),
+                };
+                let headers =
+                    routes::spin_headers(&matched, &full_url, routes::CHAINED_CLIENT_ADDR);
+                (id, headers, build("localhost"))
+            }
+        };
+        let Ok(request) = request else {
+            return empty(StatusCode::BAD_REQUEST);
+        };
+        let Some(target) = self.app.components.get(&component_id).cloned() else {
+            return empty(StatusCode::NOT_FOUND);
+        };
+        self.execute(target, request, spin_headers, None).await
+    }
+}
+
 impl ServiceChaining for HttpTrigger {
     fn dispatch(
         &self,

@@ -58,6 +58,12 @@ pub fn probe_wasm() -> PathBuf {
     build_wasm("spin-probe")
 }
 
+/// The Redis-triggered fixture (`host/tests/fixtures/redis-probe`); `{redis_probe}` in a test
+/// manifest.
+pub fn redis_probe_wasm() -> PathBuf {
+    build_wasm("redis-probe")
+}
+
 /// A running `bazaar up`, killed when dropped.
 pub struct Runner {
     pub child: Child,
@@ -99,12 +105,13 @@ impl RunnerBuilder {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        std::fs::write(
-            dir.join("spin.toml"),
-            self.manifest
-                .replace("{probe}", &probe_wasm().display().to_string()),
-        )
-        .unwrap();
+        let mut manifest = self
+            .manifest
+            .replace("{probe}", &probe_wasm().display().to_string());
+        if manifest.contains("{redis_probe}") {
+            manifest = manifest.replace("{redis_probe}", &redis_probe_wasm().display().to_string());
+        }
+        std::fs::write(dir.join("spin.toml"), manifest).unwrap();
         for (name, contents) in &self.files {
             std::fs::write(dir.join(name), contents).unwrap();
         }
