@@ -87,7 +87,6 @@ pub struct UpArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,6 +95,8 @@ pub fn main() -> ExitCode {
         Err(err) => return fail(anyhow::Error::from(err)),
     };
     let result = runtime.block_on(async {
+        // Exporters need the runtime; the guard flushes them when the command ends.
+        let _telemetry = crate::telemetry::init();
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Build(args) => build(&Manifest::load(&args.from)?),
@@ -114,17 +115,6 @@ fn fail(err: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The runner's own logs: JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
 
 fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
     pairs

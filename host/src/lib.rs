@@ -9,4 +9,5 @@ pub mod bindings;
 pub mod cli;
 pub mod engine;
 pub mod factors;
+pub mod telemetry;
 pub mod trigger;

@@ -158,10 +158,10 @@ impl PrivateRedis {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let client = redis::Client::open(self.address()).unwrap();
-            if let Ok(mut conn) = client.get_connection() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
+            if let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tracing::Instrument as _;
 use bazaar_routing::allowed_hosts::{AllowedHosts, BlockedNetworks};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -88,16 +89,21 @@ impl OutboundHttpHooks {
             // Spin strips Host from chained requests: the callee sees the authority only through
             // the URI (`<id>.spin.internal`).
             request.headers_mut().remove(http::header::HOST);
+            let method = request.method().clone();
+            let span = crate::telemetry::client_span(&method, &url_text, &host, request.headers_mut());
             let Some(response) = chaining.dispatch(target, request) else {
                 tracing::warn!(component_id = %self.component_id, target, "service chaining to a component that is not HTTP-triggered in this app");
                 return Box::pin(async { Err(HttpError::DestinationNotFound) });
             };
-            return Box::pin(async move {
-                let response = response.await?;
-                let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-                    Box::new(async { Ok(()) });
-                Ok((response, done))
-            });
+            return Box::pin(
+                async move {
+                    let response = response.await?;
+                    tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+                    let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+                    Ok((response, done))
+                }
+                .instrument(span),
+            );
         }
 
         if host == "self.alt" {
@@ -150,20 +156,26 @@ async fn resolves_to_blocked(uri: &http::Uri, blocked: &BlockedNetworks) -> bool
 }
 
 fn send_to_network(
-    request: http::Request<WasiBody>,
+    mut request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
     blocked: Arc<BlockedNetworks>,
 ) -> BoxFuture<SendResult> {
     use http_body_util::BodyExt as _;
+    let url = request.uri().to_string();
+    let server = request.uri().host().unwrap_or_default().to_string();
+    let method = request.method().clone();
+    let span = crate::telemetry::client_span(&method, &url, &server, request.headers_mut());
     Box::pin(async move {
         if !blocked.is_empty() && resolves_to_blocked(request.uri(), &blocked).await {
             tracing::warn!(url = %request.uri(), "outbound request denied: destination is in a blocked network");
             return Err(HttpError::DestinationIpProhibited);
         }
         let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(io);
         Ok((response.map(|body| body.boxed_unsync()), done))
-    })
+    }
+    .instrument(span))
 }
 
 impl WasiHttpHooks for OutboundHttpHooks {

@@ -62,8 +62,9 @@ pub const MAX_POOLS: usize = 16;
 /// Connections per pool. Below Postgres' default `max_connections` (100) so that a few pools
 /// and other clients still fit.
 const POOL_MAX_SIZE: usize = 32;
-/// Connections one instance may hold open at once (`connection-failed` beyond that).
-const MAX_OPEN_CONNECTIONS: usize = 32;
+/// Connections one instance may hold open at once (`connection-failed` beyond that). Below the
+/// pool size, so one instance cannot exhaust a pool on its own.
+const MAX_OPEN_CONNECTIONS: usize = 16;
 /// Bound on establishing a new connection, unless the connection string sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on waiting for a connection when the pool is exhausted.
@@ -104,12 +105,11 @@ impl PostgresFactor {
 
     /// Fresh per-instance state for a component with these `allowed_outbound_hosts`.
     pub fn instance_state(&self, allowed_hosts: Arc<AllowedHosts>) -> PostgresInstance {
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_OPEN_CONNECTIONS);
         PostgresInstance {
             factor: self.clone(),
             allowed_hosts,
-            table,
+            table: ResourceTable::new(),
+            open_connections: 0,
         }
     }
 
@@ -174,7 +174,7 @@ impl PostgresFactor {
     ) -> Result<deadpool_postgres::Object, String> {
         let pool = self.pool(address, config)?;
         pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => e.to_string(),
+            PoolError::Backend(e) => error_text(&e),
             PoolError::Timeout(TimeoutType::Wait) => format!(
                 "timed out after {}s waiting for a free connection ({POOL_MAX_SIZE} in use)",
                 POOL_WAIT_TIMEOUT.as_secs()
@@ -199,6 +199,21 @@ pub struct PostgresInstance {
     factor: PostgresFactor,
     allowed_hosts: Arc<AllowedHosts>,
     table: ResourceTable,
+    /// Entries in `table`; checked before taking a connection from a pool.
+    open_connections: usize,
+}
+
+/// An error and its causes on one line: tokio-postgres keeps the cause (the server's message,
+/// the OS error) out of its `Display`.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `connection-failed` carries a plain message.
@@ -214,20 +229,36 @@ impl PostgresInstance {
         &mut self,
         address: &str,
     ) -> Result<Resource<ConnectionHandle>, v4::Error> {
-        let config: tokio_postgres::Config = address
-            .parse()
-            .map_err(|e| connection_failed(format!("invalid connection string: {e}")))?;
+        let config = address
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| {
+                let cause = e.source().map_or_else(|| e.to_string(), error_text);
+                connection_failed(format!("invalid connection string: {cause}"))
+            })?;
         check_allowed(&self.allowed_hosts, &config)?;
+        if self.open_connections >= MAX_OPEN_CONNECTIONS {
+            return Err(connection_failed(format!(
+                "too many open connections (at most {MAX_OPEN_CONNECTIONS} per instance)"
+            )));
+        }
         let client = self
             .factor
             .connect(address, config)
             .await
             .map_err(connection_failed)?;
-        self.table.push(ConnectionHandle { client }).map_err(|_| {
-            connection_failed(format!(
-                "too many open connections (at most {MAX_OPEN_CONNECTIONS} per instance)"
-            ))
-        })
+        let handle = self
+            .table
+            .push(ConnectionHandle { client })
+            .map_err(|e| v4::Error::Other(format!("cannot store the connection: {e}")))?;
+        self.open_connections += 1;
+        Ok(handle)
+    }
+
+    fn close_connection(&mut self, handle: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
+        // Dropping the pooled object returns the connection to its pool.
+        self.table.delete(handle)?;
+        self.open_connections -= 1;
+        Ok(())
     }
 
     fn client(
@@ -267,7 +298,7 @@ impl PostgresInstance {
                 (0..row.len())
                     .map(|index| {
                         convert::column_value(row, index).map_err(|e| {
-                            let cause = e.source().map_or_else(|| e.to_string(), |s| s.to_string());
+                            let cause = e.source().map_or_else(|| e.to_string(), error_text);
                             v4::Error::ValueConversionFailed(format!(
                                 "column `{}`: {cause}",
                                 row.columns()[index].name()
@@ -396,7 +427,7 @@ fn query_error(e: tokio_postgres::Error) -> v4::Error {
     {
         return v4::Error::BadParameter(bad.to_string());
     }
-    let as_text = e.to_string();
+    let as_text = error_text(&e);
     v4::Error::QueryFailed(match e.as_db_error() {
         Some(db) => v4::QueryError::DbError(v4::DbError {
             as_text,
@@ -460,9 +491,7 @@ impl v4::HostConnection for PostgresInstance {
     }
 
     async fn drop(&mut self, rep: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
-        // Dropping the pooled object returns the connection to its pool.
-        self.table.delete(rep)?;
-        Ok(())
+        self.close_connection(rep)
     }
 }
 
@@ -518,8 +547,7 @@ impl v3::HostConnection for PostgresInstance {
     }
 
     async fn drop(&mut self, rep: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
-        self.table.delete(rep)?;
-        Ok(())
+        self.close_connection(rep)
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use tracing::Instrument as _;
 use bazaar_manifest::{HttpRoute, StaticResponse};
 use bazaar_routing::routes::{self, RouteMatch, Router};
 use bytes::Bytes;
@@ -200,7 +201,12 @@ impl HttpTrigger {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         strip_forbidden_headers(&mut req);
-        let (response, component) = self.route_inbound(req, client).await;
+        let span = crate::telemetry::server_span(&method, &path, req.headers());
+        let (response, component) = self.route_inbound(req, client).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(id) = &component {
+            crate::telemetry::record_request("http", &self.app.manifest.application.name, id);
+        }
         tracing::info!(
             method = %method,
             path = %path,
@@ -328,14 +334,18 @@ impl HttpTrigger {
         let component_id = component.id.clone();
         // The instance runs in its own task: the response head comes back through the outparam
         // while the guest may keep streaming the body. The permit is released when it finishes.
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, outparam)
-                .await
-        });
+        let span = crate::telemetry::execute_span(&component_id);
+        let task = tokio::spawn(
+            async move {
+                let _permit = permit;
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, outparam)
+                    .await
+            }
+            .instrument(span),
+        );
         match receiver.await {
             Ok(Ok(response)) => {
                 // Surface traps that happen after the head was sent (the body is then truncated).

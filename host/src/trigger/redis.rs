@@ -170,11 +170,19 @@ impl RedisTrigger {
                 None => {
                     let first = match subscribe(server).await {
                         Ok(pubsub) => {
-                            tracing::info!(address = %server.shown, channels = ?server.channels.keys().collect::<Vec<_>>(), "Redis trigger subscribed");
+                            tracing::info!(
+                                address = %server.shown,
+                                channels = ?server.channels.keys().collect::<Vec<_>>(),
+                                "Redis trigger subscribed"
+                            );
                             Some(pubsub)
                         }
                         Err(err) => {
-                            tracing::warn!(address = %server.shown, error = format!("{err:#}"), "Redis trigger cannot subscribe yet; retrying in the background");
+                            tracing::warn!(
+                                address = %server.shown,
+                                error = format!("{err:#}"),
+                                "Redis trigger cannot subscribe yet; retrying in the background"
+                            );
                             None
                         }
                     };
@@ -216,12 +224,21 @@ impl RedisTrigger {
                     }
                     match subscribe(&server).await {
                         Ok(connection) => {
-                            tracing::info!(address = %server.shown, attempt, "Redis trigger reconnected and resubscribed");
+                            tracing::info!(
+                                address = %server.shown,
+                                attempt,
+                                "Redis trigger reconnected and resubscribed"
+                            );
                             attempt = 0;
                             connection
                         }
                         Err(err) => {
-                            tracing::warn!(address = %server.shown, attempt, error = format!("{err:#}"), "Redis trigger reconnect attempt failed");
+                            tracing::warn!(
+                                address = %server.shown,
+                                attempt,
+                                error = format!("{err:#}"),
+                                "Redis trigger reconnect attempt failed"
+                            );
                             continue;
                         }
                     }
@@ -237,7 +254,10 @@ impl RedisTrigger {
                             self.dispatch(&server, &channel, payload).await;
                         }
                         None => {
-                            tracing::warn!(address = %server.shown, "Redis trigger lost its connection; messages published until it reconnects are lost");
+                            tracing::warn!(
+                                address = %server.shown,
+                                "Redis trigger lost its connection; messages published until it reconnects are lost"
+                            );
                             break;
                         }
                     },
@@ -260,7 +280,12 @@ impl RedisTrigger {
                 message = receiver.recv() => match message {
                     Ok(payload) => self.dispatch(&server, &channel, payload.to_vec()).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(address = %server.shown, channel = %channel, missed, "Redis trigger fell behind the embedded broker; messages dropped");
+                        tracing::warn!(
+                            address = %server.shown,
+                            channel = %channel,
+                            missed,
+                            "Redis trigger fell behind the embedded broker; messages dropped"
+                        );
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -273,7 +298,11 @@ impl RedisTrigger {
     /// task, and waits for all of them.
     async fn dispatch(&self, server: &Server, channel: &str, payload: Vec<u8>) {
         let Some(subscribers) = server.channels.get(channel) else {
-            tracing::warn!(address = %server.shown, channel, "Redis message on a channel nobody subscribed to");
+            tracing::warn!(
+                address = %server.shown,
+                channel,
+                "Redis message on a channel nobody subscribed to"
+            );
             return;
         };
         let payload = Arc::new(payload);
@@ -282,7 +311,7 @@ impl RedisTrigger {
             let subscriber = subscriber.clone();
             let payload = payload.clone();
             let channel = channel.to_owned();
-            tokio::spawn(async move { handle_message(&app, &subscriber, &channel, &payload).await })
+            tokio::spawn(async move { handle_message(&app, &subscriber, &channel, payload).await })
         });
         for run in futures::future::join_all(runs).await {
             if let Err(join) = run {
@@ -295,6 +324,9 @@ impl RedisTrigger {
 impl RedisTriggerHandle {
     /// Stops subscribing; messages being handled get up to `timeout` to finish.
     pub async fn stop(self, timeout: Duration) {
+        if self.tasks.is_empty() {
+            return;
+        }
         let _ = self.shutdown.send(true);
         let mut tasks = self.tasks;
         let wait = futures::future::join_all(tasks.iter_mut());
@@ -303,13 +335,15 @@ impl RedisTriggerHandle {
             for task in &tasks {
                 task.abort();
             }
+        } else {
+            tracing::info!("Redis trigger stopped");
         }
     }
 }
 
 /// Runs one fresh instance of `subscriber` on one message; never fails (errors are logged with
 /// the component id).
-async fn handle_message(app: &App, subscriber: &Subscriber, channel: &str, payload: &Vec<u8>) {
+async fn handle_message(app: &App, subscriber: &Subscriber, channel: &str, payload: Arc<Vec<u8>>) {
     let started = Instant::now();
     let component_id = &subscriber.component.id;
     let result: anyhow::Result<_> = async {
@@ -317,7 +351,7 @@ async fn handle_message(app: &App, subscriber: &Subscriber, channel: &str, paylo
         let instance = subscriber.pre.instantiate_async(&mut store).await?;
         Ok(instance
             .fermyon_spin_inbound_redis()
-            .call_handle_message(&mut store, payload)
+            .call_handle_message(&mut store, &payload)
             .await?)
     }
     .await;

@@ -20,11 +20,13 @@ use tokio::sync::broadcast;
 /// Messages buffered per channel for the slowest subscriber.
 pub const CHANNEL_CAPACITY: usize = 1024;
 
+/// `(endpoint, channel)` → sender. An entry exists while someone subscribes to it.
+type Channels = HashMap<(String, String), broadcast::Sender<Bytes>>;
+
 /// Shared by the outbound Redis factor and the Redis trigger. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct EmbeddedBroker {
-    /// `(endpoint, channel)` → sender. An entry exists while someone subscribes to it.
-    channels: Arc<Mutex<HashMap<(String, String), broadcast::Sender<Bytes>>>>,
+    channels: Arc<Mutex<Channels>>,
 }
 
 impl EmbeddedBroker {
