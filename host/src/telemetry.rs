@@ -61,25 +61,50 @@ fn resource() -> opentelemetry_sdk::Resource {
     // Spin's rule: OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, then "spin". The SDK's
     // builder already reads both variables; only the fallback is ours.
     let named = env_set("OTEL_SERVICE_NAME")
-        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attrs| attrs.contains("service.name="));
-    let builder = if named { builder } else { builder.with_service_name("spin") };
-    builder.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|attrs| attrs.contains("service.name="));
+    let builder = if named {
+        builder
+    } else {
+        builder.with_service_name("spin")
+    };
+    builder
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// Installs the global subscriber (JSON logs, plus the OpenTelemetry layer when traces are on)
 /// and the meter provider when metrics are on. Call once, inside the tokio runtime.
 pub fn init() -> TelemetryGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().json().with_current_span(false).with_span_list(false).with_writer(std::io::stderr);
-    let traces_on = !disabled() && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
-    let metrics_on = !disabled() && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stderr);
+    let traces_on = !disabled()
+        && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    let metrics_on = !disabled()
+        && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || env_set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"));
 
-    let mut guard = TelemetryGuard { tracer: None, meter: None };
+    let mut guard = TelemetryGuard {
+        tracer: None,
+        meter: None,
+    };
     let mut problems = Vec::new();
     let otel_layer = if traces_on {
-        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => {
-                let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build();
+                let provider = SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource())
+                    .build();
                 let tracer = provider.tracer("bazaar");
                 guard.tracer = Some(provider);
                 opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -94,16 +119,30 @@ pub fn init() -> TelemetryGuard {
         None
     };
     // The OpenTelemetry layer sees every span; the filter applies to the log output only.
-    let _ = tracing_subscriber::registry().with(otel_layer).with(logs.with_filter(filter)).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(logs.with_filter(filter))
+        .try_init();
     let _ = TRACING_ON.set(guard.tracer.is_some());
 
     if metrics_on {
-        match opentelemetry_otlp::MetricExporter::builder().with_http().build() {
+        match opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => {
-                let provider = SdkMeterProvider::builder().with_periodic_exporter(exporter).with_resource(resource()).build();
+                let provider = SdkMeterProvider::builder()
+                    .with_periodic_exporter(exporter)
+                    .with_resource(resource())
+                    .build();
                 opentelemetry::global::set_meter_provider(provider.clone());
                 let meter = opentelemetry::global::meter("bazaar");
-                let _ = REQUEST_COUNT.set(meter.u64_counter("spin.request_count").with_description("Requests handled, by trigger and component").build());
+                let _ = REQUEST_COUNT.set(
+                    meter
+                        .u64_counter("spin.request_count")
+                        .with_description("Requests handled, by trigger and component")
+                        .build(),
+                );
                 guard.meter = Some(provider);
             }
             Err(err) => problems.push(format!("metric exporter: {err}")),
@@ -146,7 +185,10 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(key),
+            http::HeaderValue::from_str(&value),
+        ) {
             self.0.insert(name, value);
         }
     }
@@ -179,7 +221,12 @@ pub fn execute_span(component_id: &str) -> tracing::Span {
 }
 
 /// A client span for an outbound request; its context is injected as `traceparent`.
-pub fn client_span(method: &http::Method, url: &str, server_address: &str, headers: &mut http::HeaderMap) -> tracing::Span {
+pub fn client_span(
+    method: &http::Method,
+    url: &str,
+    server_address: &str,
+    headers: &mut http::HeaderMap,
+) -> tracing::Span {
     if !tracing_enabled() {
         return tracing::Span::none();
     }

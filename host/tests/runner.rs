@@ -797,11 +797,7 @@ every = "200ms"
     )
     .start();
     assert!(
-        app.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("slow-sweep")),
+        app.wait_for_stdout("slow-sweep"),
         "the banner lists the jobs"
     );
     tokio::time::sleep(Duration::from_millis(2000)).await;

@@ -38,19 +38,35 @@ async fn capture_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, Strin
     let store = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let store = store.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        store.lock().unwrap().push((path, String::from_utf8_lossy(&body).into_owned()));
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            store
+                                .lock()
+                                .unwrap()
+                                .push((path, String::from_utf8_lossy(&body).into_owned()));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -61,7 +77,10 @@ async fn capture_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, Strin
 async fn trace_context_crosses_chained_calls_and_spans_are_exported() {
     let (collector, seen) = capture_server().await;
     let mut app = runner(CHAIN_APP)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{collector}"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://{collector}"),
+        )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
@@ -73,14 +92,27 @@ async fn trace_context_crosses_chained_calls_and_spans_are_exported() {
         .await
         .unwrap();
     let answer: Value = response.json().await.unwrap();
-    let callee: Value = serde_json::from_str(answer["body"].as_str().expect("chained call answered")).unwrap();
-    let traceparent = callee["headers"]["traceparent"].as_str().expect("traceparent injected into the chained request");
+    let callee: Value =
+        serde_json::from_str(answer["body"].as_str().expect("chained call answered")).unwrap();
+    let traceparent = callee["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent injected into the chained request");
     let parts: Vec<&str> = traceparent.split('-').collect();
-    assert_eq!(parts[1], TRACE_ID, "the inbound trace continues into the chained call");
-    assert_ne!(parts[2], "b7ad6b7169203331", "the chained call has its own parent span");
+    assert_eq!(
+        parts[1], TRACE_ID,
+        "the inbound trace continues into the chained call"
+    );
+    assert_ne!(
+        parts[2], "b7ad6b7169203331",
+        "the chained call has its own parent span"
+    );
 
     // SIGTERM flushes the exporters.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(app.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let _ = tokio::task::spawn_blocking(move || {
         let _ = app.child.wait();
         app
@@ -89,17 +121,34 @@ async fn trace_context_crosses_chained_calls_and_spans_are_exported() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (traces, metrics) = loop {
         let seen = seen.lock().unwrap().clone();
-        let traces: String = seen.iter().filter(|(p, _)| p == "/v1/traces").map(|(_, b)| b.as_str()).collect();
-        let metrics: String = seen.iter().filter(|(p, _)| p == "/v1/metrics").map(|(_, b)| b.as_str()).collect();
-        if (traces.contains("execute_wasm_component back") && metrics.contains("spin.request_count")) || Instant::now() > deadline {
+        let traces: String = seen
+            .iter()
+            .filter(|(p, _)| p == "/v1/traces")
+            .map(|(_, b)| b.as_str())
+            .collect();
+        let metrics: String = seen
+            .iter()
+            .filter(|(p, _)| p == "/v1/metrics")
+            .map(|(_, b)| b.as_str())
+            .collect();
+        if (traces.contains("execute_wasm_component back")
+            && metrics.contains("spin.request_count"))
+            || Instant::now() > deadline
+        {
             break (traces, metrics);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(traces.contains(TRACE_ID), "exported spans carry the inbound trace id: {traces}");
+    assert!(
+        traces.contains(TRACE_ID),
+        "exported spans carry the inbound trace id: {traces}"
+    );
     assert!(traces.contains("execute_wasm_component front"), "{traces}");
     assert!(traces.contains("execute_wasm_component back"), "{traces}");
-    assert!(metrics.contains("spin.request_count") && metrics.contains("trigger_type"), "{metrics}");
+    assert!(
+        metrics.contains("spin.request_count") && metrics.contains("trigger_type"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tracing::Instrument as _;
 use bazaar_routing::allowed_hosts::{AllowedHosts, BlockedNetworks};
+use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -90,7 +90,8 @@ impl OutboundHttpHooks {
             // the URI (`<id>.spin.internal`).
             request.headers_mut().remove(http::header::HOST);
             let method = request.method().clone();
-            let span = crate::telemetry::client_span(&method, &url_text, &host, request.headers_mut());
+            let span =
+                crate::telemetry::client_span(&method, &url_text, &host, request.headers_mut());
             let Some(response) = chaining.dispatch(target, request) else {
                 tracing::warn!(component_id = %self.component_id, target, "service chaining to a component that is not HTTP-triggered in this app");
                 return Box::pin(async { Err(HttpError::DestinationNotFound) });
@@ -98,8 +99,10 @@ impl OutboundHttpHooks {
             return Box::pin(
                 async move {
                     let response = response.await?;
-                    tracing::Span::current().record("http.response.status_code", response.status().as_u16());
-                    let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+                    tracing::Span::current()
+                        .record("http.response.status_code", response.status().as_u16());
+                    let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                        Box::new(async { Ok(()) });
                     Ok((response, done))
                 }
                 .instrument(span),

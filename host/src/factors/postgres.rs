@@ -229,12 +229,10 @@ impl PostgresInstance {
         &mut self,
         address: &str,
     ) -> Result<Resource<ConnectionHandle>, v4::Error> {
-        let config = address
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| {
-                let cause = e.source().map_or_else(|| e.to_string(), error_text);
-                connection_failed(format!("invalid connection string: {cause}"))
-            })?;
+        let config = address.parse::<tokio_postgres::Config>().map_err(|e| {
+            let cause = e.source().map_or_else(|| e.to_string(), error_text);
+            connection_failed(format!("invalid connection string: {cause}"))
+        })?;
         check_allowed(&self.allowed_hosts, &config)?;
         if self.open_connections >= MAX_OPEN_CONNECTIONS {
             return Err(connection_failed(format!(

@@ -10,7 +10,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tracing::Instrument as _;
 use bazaar_manifest::{HttpRoute, StaticResponse};
 use bazaar_routing::routes::{self, RouteMatch, Router};
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::Instrument as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpView as _};
 
@@ -202,7 +202,10 @@ impl HttpTrigger {
         let path = req.uri().path().to_string();
         strip_forbidden_headers(&mut req);
         let span = crate::telemetry::server_span(&method, &path, req.headers());
-        let (response, component) = self.route_inbound(req, client).instrument(span.clone()).await;
+        let (response, component) = self
+            .route_inbound(req, client)
+            .instrument(span.clone())
+            .await;
         span.record("http.response.status_code", response.status().as_u16());
         if let Some(id) = &component {
             crate::telemetry::record_request("http", &self.app.manifest.application.name, id);

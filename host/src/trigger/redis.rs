@@ -267,7 +267,8 @@ impl RedisTrigger {
         }
     }
 
-    /// Delivers messages of one channel of the embedded broker until shutdown.
+    /// Delivers messages of one channel of the embedded broker until shutdown (one task per
+    /// channel, so ordering holds within a channel rather than per connection).
     async fn run_embedded(
         self: Arc<Self>,
         server: Arc<Server>,

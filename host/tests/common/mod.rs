@@ -218,6 +218,25 @@ impl Runner {
         false
     }
 
+    /// Waits (bounded) until some stdout line contains `needle`: the startup banner continues
+    /// after the `Serving` line the harness waits for.
+    pub fn wait_for_stdout(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join(".spin")
     }
