@@ -244,12 +244,12 @@ impl App {
         }
 
         for trigger in &manifest.http_triggers {
-            if let Some(id) = &trigger.component {
-                if components.get(id).is_some_and(|c| c.http.is_none()) {
-                    bail!(
-                        "component `{id}` is used by an HTTP trigger but does not export wasi:http/incoming-handler@0.2.x (build it with spin-sdk's #[http_component])"
-                    );
-                }
+            if let Some(id) = &trigger.component
+                && components.get(id).is_some_and(|c| c.http.is_none())
+            {
+                bail!(
+                    "component `{id}` is used by an HTTP trigger but does not export wasi:http/incoming-handler@0.2.x (build it with spin-sdk's #[http_component])"
+                );
             }
         }
 

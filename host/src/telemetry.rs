@@ -242,3 +242,16 @@ pub fn client_span(
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
     span
 }
+
+/// The span of one Redis message delivered to one component, named like Spin's.
+pub fn redis_message_span(component_id: &str, channel: &str) -> tracing::Span {
+    if !tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "spin_trigger_redis.handle_message",
+        otel.name = format!("execute_wasm_component {component_id}"),
+        component_id = %component_id,
+        messaging.destination.name = %channel,
+    )
+}

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
@@ -347,6 +348,7 @@ impl RedisTriggerHandle {
 async fn handle_message(app: &App, subscriber: &Subscriber, channel: &str, payload: Arc<Vec<u8>>) {
     let started = Instant::now();
     let component_id = &subscriber.component.id;
+    let span = crate::telemetry::redis_message_span(component_id, channel);
     let result: anyhow::Result<_> = async {
         let mut store = app.new_store(&subscriber.component, None)?;
         let instance = subscriber.pre.instantiate_async(&mut store).await?;
@@ -355,7 +357,9 @@ async fn handle_message(app: &App, subscriber: &Subscriber, channel: &str, paylo
             .call_handle_message(&mut store, &payload)
             .await?)
     }
+    .instrument(span)
     .await;
+    crate::telemetry::record_request("redis", &app.manifest.application.name, component_id);
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(Ok(())) => {
