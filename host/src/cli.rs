@@ -63,7 +63,7 @@ pub struct UpArgs {
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// Run every component's build command before starting.
-    #[arg(long, env = "SPIN_ALWAYS_BUILD")]
+    #[arg(long, env = "SPIN_ALWAYS_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     pub build: bool,
     /// Do not echo component output to this process's stderr (log files are still written).
     #[arg(short = 'q', long)]
