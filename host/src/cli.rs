@@ -196,8 +196,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let http_options = HttpOptions {
         listen: local_addr,
         max_concurrent_instances: args.max_concurrent_instances.max(1),
-        queue_timeout: Duration::from_secs_f64(args.queue_timeout_secs.max(0.0)),
-        drain_timeout: Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)),
+        queue_timeout: seconds(args.queue_timeout_secs, "--queue-timeout-secs")?,
+        drain_timeout: seconds(args.drain_timeout_secs, "--drain-timeout-secs")?,
     };
     let trigger = HttpTrigger::new(app.clone(), http_options, local_addr)?;
     let redis_trigger = RedisTrigger::new(app.clone())?;
@@ -209,14 +209,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     print_jobs(&jobs);
     start_epoch_ticker(&app.engine);
     let scheduled = crate::trigger::scheduler::start(trigger.clone(), jobs);
-    let served = trigger.serve(listener, shutdown_signal()).await;
-    redis
-        .stop(Duration::from_secs_f64(args.drain_timeout_secs.max(0.0)))
-        .await;
-    for job in scheduled {
-        job.abort();
+    let drain_timeout = http_options_drain(&args)?;
+    let (redis_stopping, redis_stopped) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Everything stops taking new work at the same moment, and HTTP and Redis drain side by
+        // side under one deadline, so a SIGTERM fits the orchestrator's grace period.
+        for job in &scheduled {
+            job.abort();
+        }
+        let _ = redis_stopping.send(tokio::spawn(redis.stop(drain_timeout)));
+    };
+    let served = trigger.serve(listener, shutdown).await;
+    if let Ok(redis_stop) = redis_stopped.await {
+        let _ = redis_stop.await;
     }
     served
+}
+
+fn http_options_drain(args: &UpArgs) -> anyhow::Result<Duration> {
+    seconds(args.drain_timeout_secs, "--drain-timeout-secs")
 }
 
 fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
@@ -291,6 +303,13 @@ fn print_redis(app: &App, subscriptions: &[Subscription]) {
         );
     }
     let _ = out.flush();
+}
+
+/// A non-negative, finite number of seconds; anything else is a one-line error, not a panic.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {value}")
+    })
 }
 
 fn display_path(path: &Path) -> String {

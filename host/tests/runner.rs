@@ -845,3 +845,49 @@ mod chrono_like {
         (h * 3600 + m * 60) * 1000 + (s * 1000.0) as i64
     }
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_frees_its_instance_slot() {
+    let app = runner(SLEEPY_APP)
+        .arg("--max-concurrent-instances")
+        .arg("1")
+        .arg("--queue-timeout-secs")
+        .arg("3")
+        .start();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .get(app.url("/?probe=sleep&ms=20000"))
+            .send()
+            .await
+            .is_err(),
+        "the client times out"
+    );
+    // Had the abandoned instance kept its slot, this would wait 3 s and get 503.
+    let response = client().get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn absolute_form_request_lines_cannot_override_the_host_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = runner(CHAIN_APP).start();
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET http://back.spin.internal/front HTTP/1.0\r\nHost: good.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let dump: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{raw}"));
+    assert_eq!(dump["authority"], "good.example", "{dump}");
+    assert_eq!(
+        header(&dump, "spin-raw-component-route"),
+        Some("/front/...")
+    );
+}

@@ -81,17 +81,21 @@ impl OutboundHttpHooks {
 
         if let Some(target) = host.strip_suffix(".spin.internal") {
             if !self.allowed.allows(&url) {
-                return denied(&self.component_id, &url_text);
+                return denied(&self.component_id, &redacted(&url));
             }
             let Some(chaining) = &self.chaining else {
-                return denied(&self.component_id, &url_text);
+                return denied(&self.component_id, &redacted(&url));
             };
             // Spin strips Host from chained requests: the callee sees the authority only through
             // the URI (`<id>.spin.internal`).
             request.headers_mut().remove(http::header::HOST);
             let method = request.method().clone();
-            let span =
-                crate::telemetry::client_span(&method, &url_text, &host, request.headers_mut());
+            let span = crate::telemetry::client_span(
+                &method,
+                &redacted(&url),
+                &host,
+                request.headers_mut(),
+            );
             let Some(response) = chaining.dispatch(target, request) else {
                 tracing::warn!(component_id = %self.component_id, target, "service chaining to a component that is not HTTP-triggered in this app");
                 return Box::pin(async { Err(HttpError::DestinationNotFound) });
@@ -115,7 +119,7 @@ impl OutboundHttpHooks {
             let Some((listener_scheme, authority)) =
                 origin.filter(|_| self.allowed.allows_relative(&scheme))
             else {
-                return denied(&self.component_id, &url_text);
+                return denied(&self.component_id, &redacted(&url));
             };
             let mut parts = uri.into_parts();
             parts.scheme = Some(listener_scheme);
@@ -131,10 +135,20 @@ impl OutboundHttpHooks {
         }
 
         if !self.allowed.allows(&url) {
-            return denied(&self.component_id, &url_text);
+            return denied(&self.component_id, &redacted(&url));
         }
         send_to_network(request, options, self.blocked.clone())
     }
+}
+
+/// A URL fit for logs and traces: credentials and the query string (where API keys tend to
+/// travel) removed.
+fn redacted(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
 }
 
 /// Whether any address `authority` resolves to is in a blocked network. The client resolves the
@@ -164,7 +178,9 @@ fn send_to_network(
     blocked: Arc<BlockedNetworks>,
 ) -> BoxFuture<SendResult> {
     use http_body_util::BodyExt as _;
-    let url = request.uri().to_string();
+    let url = url::Url::parse(&request.uri().to_string())
+        .map(|u| redacted(&u))
+        .unwrap_or_default();
     let server = request.uri().host().unwrap_or_default().to_string();
     let method = request.method().clone();
     let span = crate::telemetry::client_span(&method, &url, &server, request.headers_mut());

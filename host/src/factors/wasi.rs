@@ -74,6 +74,9 @@ impl StdoutStream for ComponentOutput {
     }
 }
 
+/// Longest partial line held back waiting for its newline before it is echoed as is.
+const MAX_PENDING_LINE: usize = 64 * 1024;
+
 /// Line-buffers guest output so the component-id prefix lands at the start of each line even
 /// when the guest writes a line in several pieces.
 struct OutputWriter {
@@ -114,7 +117,9 @@ impl AsyncWrite for OutputWriter {
             file.write_all(buf)?;
         }
         self.pending.extend_from_slice(buf);
-        self.emit_lines(false);
+        // A guest writing without newlines must not grow host memory without bound.
+        let overlong = self.pending.len() > MAX_PENDING_LINE;
+        self.emit_lines(overlong);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -175,7 +180,17 @@ pub fn stage_files(
     }
     std::fs::create_dir_all(staging)?;
     for mount in files {
-        let dest = staging.join(mount.destination.trim_start_matches('/'));
+        let relative = Path::new(mount.destination.trim_start_matches('/'));
+        if relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            anyhow::bail!(
+                "files: destination `{}` must be an absolute path without `..`",
+                mount.destination
+            );
+        }
+        let dest = staging.join(relative);
         copy_recursively(&mount.source, &dest).with_context(|| {
             format!(
                 "mounting {} at {}",
@@ -188,6 +203,12 @@ pub fn stage_files(
 }
 
 fn copy_recursively(src: &Path, dest: &Path) -> std::io::Result<()> {
+    // Symlinks are not followed: one pointing outside the mounted tree would expose host files
+    // the manifest never listed (and a loop would never end).
+    if std::fs::symlink_metadata(src)?.file_type().is_symlink() {
+        tracing::warn!(path = %src.display(), "files: skipping symlink");
+        return Ok(());
+    }
     if src.is_dir() {
         std::fs::create_dir_all(dest)?;
         for entry in std::fs::read_dir(src)? {

@@ -156,7 +156,10 @@ impl HttpTrigger {
                     let (stream, client) = match accepted {
                         Ok(pair) => pair,
                         Err(err) => {
+                            // Typically EMFILE: retrying at once would spin; give in-flight
+                            // requests a moment to release descriptors.
                             tracing::warn!(error = %err, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
                     };
@@ -201,6 +204,16 @@ impl HttpTrigger {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         strip_forbidden_headers(&mut req);
+        // Spin takes the authority from `Host`; an absolute-form request line
+        // (`GET http://other/ HTTP/1.1`) must not smuggle a different one past the check above.
+        let origin_form = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        if let Ok(uri) = http::Uri::try_from(origin_form) {
+            *req.uri_mut() = uri;
+        }
         let span = crate::telemetry::server_span(&method, &path, req.headers());
         let (response, component) = self
             .route_inbound(req, client)
@@ -349,8 +362,12 @@ impl HttpTrigger {
             }
             .instrument(span),
         );
+        // If our caller goes away before the response head (client disconnect), the instance is
+        // stopped and its concurrency permit released instead of running on unobserved.
+        let mut task = AbortOnDrop(Some(task));
         match receiver.await {
             Ok(Ok(response)) => {
+                let task = task.disarm();
                 // Surface traps that happen after the head was sent (the body is then truncated).
                 tokio::spawn(async move {
                     if let Ok(Err(err)) = task.await {
@@ -360,7 +377,7 @@ impl HttpTrigger {
                 Ok(response)
             }
             Ok(Err(code)) => anyhow::bail!("component answered with error code {code:?}"),
-            Err(_) => match task.await {
+            Err(_) => match task.disarm().await {
                 Ok(Err(err)) => Err(err.into()),
                 Ok(Ok(())) => anyhow::bail!("component returned without setting a response"),
                 Err(join) => Err(anyhow::anyhow!("instance task failed: {join}")),
@@ -424,6 +441,23 @@ impl HttpTrigger {
             return empty(StatusCode::NOT_FOUND);
         };
         self.execute(target, request, spin_headers, None).await
+    }
+}
+
+/// Aborts the instance task when dropped, unless disarmed.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> AbortOnDrop<T> {
+    fn disarm(&mut self) -> tokio::task::JoinHandle<T> {
+        self.0.take().expect("disarmed once")
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
