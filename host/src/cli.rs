@@ -77,6 +77,10 @@ pub struct UpArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "BAZAAR_DRAIN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub drain_timeout_secs: f64,
+    /// Stop an instance that runs longer than this many seconds (500 if it has not answered
+    /// yet). Unlimited by default, as in Spin.
+    #[arg(long, env = "BAZAAR_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<f64>,
     /// Disable the pooling instance allocator.
     #[arg(long)]
     pub disable_pooling: bool,
@@ -198,6 +202,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_concurrent_instances: args.max_concurrent_instances.max(1),
         queue_timeout: seconds(args.queue_timeout_secs, "--queue-timeout-secs")?,
         drain_timeout: seconds(args.drain_timeout_secs, "--drain-timeout-secs")?,
+        request_timeout: args
+            .request_timeout_secs
+            .map(|s| seconds(s, "--request-timeout-secs"))
+            .transpose()?,
     };
     let trigger = HttpTrigger::new(app.clone(), http_options, local_addr)?;
     let redis_trigger = RedisTrigger::new(app.clone())?;

@@ -891,3 +891,37 @@ async fn absolute_form_request_lines_cannot_override_the_host_header() {
         Some("/front/...")
     );
 }
+
+#[tokio::test]
+async fn the_request_timeout_stops_runaway_and_stuck_instances() {
+    let app = runner(SLEEPY_APP)
+        .arg("--request-timeout-secs")
+        .arg("0.5")
+        .arg("--max-concurrent-instances")
+        .arg("1")
+        .start();
+    for probe in ["busy", "sleep"] {
+        // Left alone the guest would answer 200 after 10 s; stopped, it gets 500.
+        let response = client()
+            .get(app.url(&format!("/?probe={probe}&ms=10000")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500, "{probe}");
+    }
+    assert!(
+        app.wait_for_stderr(|s| s.contains("exceeded the request timeout")),
+        "{}",
+        app.stderr_text()
+    );
+    // The single slot is free again.
+    assert_eq!(
+        client()
+            .get(app.url("/?probe=busy&ms=10"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -36,6 +36,9 @@ pub struct HttpOptions {
     pub queue_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// Longest an instance may run (including streaming its body) before it is stopped;
+    /// `None` = unlimited, as in Spin for WASIp2 components.
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for HttpOptions {
@@ -45,6 +48,7 @@ impl Default for HttpOptions {
             max_concurrent_instances: 256,
             queue_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            request_timeout: None,
         }
     }
 }
@@ -351,14 +355,27 @@ impl HttpTrigger {
         // The instance runs in its own task: the response head comes back through the outparam
         // while the guest may keep streaming the body. The permit is released when it finishes.
         let span = crate::telemetry::execute_span(&component_id);
+        let timeout = self.options.request_timeout;
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, outparam)
-                    .await
+                let run = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, outparam)
+                        .await
+                };
+                // Guests yield at every epoch tick, so the timer fires even for a guest stuck in
+                // a loop; dropping the call stops the instance.
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                        Err(wasmtime::Error::msg(format!(
+                            "instance exceeded the request timeout of {limit:?}"
+                        )))
+                    }),
+                    None => run.await,
+                }
             }
             .instrument(span),
         );
