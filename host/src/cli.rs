@@ -2,7 +2,7 @@
 //! Bazaar needs; every failure is reported as one line and a non-zero exit, never a panic.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,11 +197,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let listen = resolve_listen(&args.listen).await?;
     let listener = http::bind(listen).await?;
     let local_addr = listener.local_addr()?;
+    let drain_timeout = seconds(args.drain_timeout_secs, "--drain-timeout-secs")?;
     let http_options = HttpOptions {
         listen: local_addr,
         max_concurrent_instances: args.max_concurrent_instances.max(1),
         queue_timeout: seconds(args.queue_timeout_secs, "--queue-timeout-secs")?,
-        drain_timeout: seconds(args.drain_timeout_secs, "--drain-timeout-secs")?,
+        drain_timeout,
         request_timeout: args
             .request_timeout_secs
             .map(|s| seconds(s, "--request-timeout-secs"))
@@ -217,7 +218,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     print_jobs(&jobs);
     start_epoch_ticker(&app.engine);
     let scheduled = crate::trigger::scheduler::start(trigger.clone(), jobs);
-    let drain_timeout = http_options_drain(&args)?;
     let (redis_stopping, redis_stopped) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         shutdown_signal().await;
@@ -235,16 +235,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     served
 }
 
-fn http_options_drain(args: &UpArgs) -> anyhow::Result<Duration> {
-    seconds(args.drain_timeout_secs, "--drain-timeout-secs")
-}
-
 fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "Serving http://{addr}");
     if let Some(dir) = &app.state_dir {
-        let _ = writeln!(out, "State dir: {}", display_path(dir));
+        let _ = writeln!(out, "State dir: {}", dir.display());
     }
     for (label, description) in app.key_value.describe() {
         let _ = writeln!(out, "Key-value store `{label}`: {description}");
@@ -318,10 +314,6 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
         anyhow::anyhow!("{flag} must be a non-negative number of seconds, got {value}")
     })
-}
-
-fn display_path(path: &Path) -> String {
-    path.display().to_string()
 }
 
 /// Advances the engine epoch so guests yield periodically (see `App::new_store`).

@@ -68,21 +68,20 @@ async fn request_ids_are_kept_when_valid_and_replaced_when_not() {
             "{bad:?} should be replaced, got {id:?}"
         );
     }
-    let a = client()
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap()
-        .headers()["x-request-id"]
-        .clone();
-    let b = client()
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap()
-        .headers()["x-request-id"]
-        .clone();
-    assert_ne!(a, b, "generated request ids must be unique");
+    let generated_id = || async {
+        client()
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .headers()["x-request-id"]
+            .clone()
+    };
+    assert_ne!(
+        generated_id().await,
+        generated_id().await,
+        "generated request ids must be unique"
+    );
 }
 
 #[tokio::test]

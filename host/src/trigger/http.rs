@@ -429,14 +429,12 @@ impl HttpTrigger {
         let full_url = routes::full_url("http", None, path_and_query);
         let (component_id, spin_headers, request) = match component {
             Some(id) => {
-                let matched = RouteMatch::synthetic(&(), &path);
-                let headers =
-                    routes::spin_headers(&matched, &full_url, routes::CHAINED_CLIENT_ADDR);
-                (
-                    id.to_string(),
-                    headers,
-                    build(&format!("{id}.spin.internal")),
-                )
+                let request = build(&format!("{id}.spin.internal"));
+                let headers = match &request {
+                    Ok(request) => synthetic_spin_headers(request.uri()),
+                    Err(_) => Vec::new(),
+                };
+                (id.to_string(), headers, request)
             }
             None => {
                 let Some(matched) = self.router.route(&path) else {
@@ -489,20 +487,7 @@ impl ServiceChaining for HttpTrigger {
         }
         let component = self.app.components.get(component_id)?.clone();
         let this = self.this.upgrade()?;
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let path = request.uri().path().to_owned();
-        // The callee sees Spin's synthetic `/...` match: no Host header, so the URL falls back
-        // to localhost, and the unspecified client address.
-        let matched = RouteMatch::synthetic(&(), &path);
-        let spin_headers = routes::spin_headers(
-            &matched,
-            &routes::full_url("http", None, &path_and_query),
-            "0.0.0.0:0",
-        );
+        let spin_headers = synthetic_spin_headers(request.uri());
         Some(Box::pin(async move {
             Ok(this.execute(component, request, spin_headers, None).await)
         }))
@@ -512,6 +497,19 @@ impl ServiceChaining for HttpTrigger {
         let authority = http::uri::Authority::try_from(self.local_addr.to_string()).ok()?;
         Some((http::uri::Scheme::HTTP, authority))
     }
+}
+
+/// Spin's synthetic `/...` match for a request that bypasses the router (a chained call or a
+/// component job): `spin-path-info` is the whole path, there is no Host header so the URL
+/// falls back to localhost, and the client address is unspecified.
+fn synthetic_spin_headers(uri: &http::Uri) -> Vec<(HeaderName, HeaderValue)> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let matched = RouteMatch::synthetic(&(), uri.path());
+    routes::spin_headers(
+        &matched,
+        &routes::full_url("http", None, path_and_query),
+        routes::CHAINED_CLIENT_ADDR,
+    )
 }
 
 /// Inbound requests may not claim to be chained: a Host naming `*.spin.internal` is removed.
