@@ -1,20 +1,40 @@
-//! Cross-cutting building blocks shared by every Bazaar component.
+//! Cross-cutting building blocks shared by every Bazaar component — written once here, never
+//! copied per service.
 //!
-//! This crate deliberately has no `spin-sdk` dependency: it works on plain `http` types and the
-//! Rust standard library, so it is unit-tested natively and runs unchanged on `wasm32-wasip2`.
+//! Pure modules (no host calls; unit-tested natively):
+//! * [`problem`]: RFC 9457 problem details (`application/problem+json`);
+//! * [`request_id`]: the `x-request-id` rules;
+//! * [`log`]: one-JSON-object-per-line logs on stdout;
+//! * [`time`]: RFC 3339 UTC timestamps and Unix milliseconds, both directions;
+//! * [`auth`]: roles and the verified identity the gateway passes to services;
+//! * [`page`]: `limit`/`cursor` keyset pagination;
+//! * [`body`]: JSON request bodies (413/415/400/422);
+//! * [`ids`]: random opaque ids.
 //!
-//! * [`problem`]: RFC 9457 problem details (`application/problem+json`), the error body of
-//!   every Bazaar API.
-//! * [`request_id`]: the `x-request-id` rules (accept a well-formed client id, otherwise mint
-//!   a UUID v4 from the host's CSPRNG).
-//! * [`log`]: one-JSON-object-per-line logs on stdout.
-//! * [`time`]: RFC 3339 UTC timestamps from `SystemTime` (no date crate needed).
+//! Spin adapters (call `spin-sdk` imports; exercised by the integration tests):
+//! * [`db`]: one SQL API over `sqlite:` and `postgres://` databases, migrations;
+//! * [`outbox`]: transactional outbox, publishing to Redis, catch-up reads;
+//! * [`service`]: per-request context and JSON/problem responses.
 
+// `Problem` is the error type of every handler; it is built once per failed request, so its
+// size does not matter and boxing it everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod body;
+pub mod db;
+pub mod ids;
 pub mod log;
+pub mod outbox;
+pub mod page;
 pub mod problem;
 pub mod request_id;
+pub mod service;
 pub mod time;
 
+pub use auth::{Identity, Role};
+pub use db::{Database, DbError, Migration, Value};
 pub use log::{Level, Logger, log_json};
 pub use problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
 pub use request_id::{REQUEST_ID_HEADER, RequestId};
+pub use service::Ctx;

@@ -28,6 +28,91 @@ pub fn now_rfc3339() -> String {
     rfc3339_utc(SystemTime::now())
 }
 
+/// Milliseconds since the Unix epoch, now. Bazaar stores timestamps as this (`BIGINT`).
+pub fn now_millis() -> i64 {
+    millis_of(SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before the epoch).
+pub fn millis_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Formats Unix milliseconds as [`rfc3339_utc`].
+pub fn millis_to_rfc3339(millis: i64) -> String {
+    let millis = u64::try_from(millis).unwrap_or(0);
+    rfc3339_utc(UNIX_EPOCH + std::time::Duration::from_millis(millis))
+}
+
+/// Parses an RFC 3339 timestamp (`2026-11-29T10:00:00Z`, optional fraction, `Z` or `±HH:MM`)
+/// into Unix milliseconds. Years 1970..=9999 only; anything else is `None`.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let s = text.get(r)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if year < 1970 || !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if day == 0 || day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    let mut rest = text.get(19..)?;
+    let mut millis = 0u64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_secs: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            if rest.as_bytes()[3] != b':' || hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (hours * 3600 + minutes * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days as i64 * 86_400 + (hour * 3600 + minute * 60 + second.min(59)) as i64;
+    Some((secs - offset_secs) * 1000 + millis as i64)
+}
+
+/// Days since 1970-01-01 of a civil date (inverse of [`civil_from_days`]).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let year_of_era = y % 400;
+    let month_from_march = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// (year, month 1..=12, day 1..=31) for a count of days since 1970-01-01.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the epoch to 0000-03-01 so leap days fall at the end of each (March-based) year.
@@ -78,6 +163,21 @@ mod tests {
                 || (current.2 == 1 && (current == (py, pm + 1, 1) || current == (py + 1, 1, 1)));
             assert!(ok, "{previous:?} -> {current:?}");
             previous = current;
+        }
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for ms in [0i64, 951_782_400_000, 1_700_000_000_005, 4_107_542_400_000] {
+            assert_eq!(parse_rfc3339(&millis_to_rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14T22:13:20.5Z"), Some(1_700_000_000_500));
+        for bad in ["", "2023-02-29T00:00:00Z", "2023-13-01T00:00:00Z", "2023-11-14 22:13Z",
+                    "2023-11-14T22:13:20", "2023-11-14T22:13:20+1:00", "１９７０-01-01T00:00:00Z",
+                    "2023-11-14T22:13:20.Z", "1969-12-31T23:59:59Z"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 

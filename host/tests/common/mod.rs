@@ -264,3 +264,37 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value)
 }
+
+/// The repository's own `spin.toml`, every `target/wasm32-wasip2/release/<crate>.wasm` source
+/// pointed at a fresh test build of that crate, with `extra` TOML appended.
+pub fn shop_manifest(extra: &str) -> String {
+    let mut manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+    const PREFIX: &str = "target/wasm32-wasip2/release/";
+    let crates: Vec<String> = manifest
+        .match_indices(PREFIX)
+        .filter_map(|(at, _)| {
+            let rest = &manifest[at + PREFIX.len()..];
+            rest.find(".wasm").map(|end| rest[..end].to_string())
+        })
+        .collect();
+    for krate in crates {
+        let built = build_wasm(&krate.replace('_', "-"));
+        manifest = manifest.replace(
+            &format!("{PREFIX}{krate}.wasm"),
+            &built.display().to_string(),
+        );
+    }
+    format!("{manifest}\n{extra}")
+}
+
+/// `bazaar up` on the whole shop as a user gets it from the repository: the real `spin.toml`
+/// (see [`shop_manifest`]) and the real `runtime-config.toml` (embedded SQLite stores), in a
+/// fresh app directory. Add `.arg("--variable").arg("k=v")` to override settings.
+pub fn shop(extra: &str) -> RunnerBuilder {
+    let runtime_config =
+        std::fs::read_to_string(workspace_root().join("runtime-config.toml")).unwrap();
+    runner(&shop_manifest(extra))
+        .file("runtime-config.toml", &runtime_config)
+        .arg("--runtime-config-file")
+        .arg("runtime-config.toml")
+}
