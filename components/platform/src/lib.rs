@@ -9,7 +9,8 @@
 //! * [`auth`]: roles and the verified identity the gateway passes to services;
 //! * [`page`]: `limit`/`cursor` keyset pagination;
 //! * [`body`]: JSON request bodies (413/415/400/422);
-//! * [`ids`]: random opaque ids.
+//! * [`ids`]: random opaque ids;
+//! * [`jwt`]: Ed25519 access tokens (sign, JWKS, verify with the algorithm pinned).
 //!
 //! Spin adapters (call `spin-sdk` imports; exercised by the integration tests):
 //! * [`db`]: one SQL API over `sqlite:` and `postgres://` databases, migrations;
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod body;
 pub mod db;
 pub mod ids;
+pub mod jwt;
 pub mod log;
 pub mod outbox;
 pub mod page;
