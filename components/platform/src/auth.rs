@@ -106,9 +106,7 @@ impl Identity {
         if self.is_admin() || self.user_id == owner_id {
             Ok(())
         } else {
-            Err(Problem::forbidden(
-                "Only the owner or an admin may do this",
-            ))
+            Err(Problem::forbidden("Only the owner or an admin may do this"))
         }
     }
 }
@@ -130,11 +128,9 @@ mod tests {
 
     #[test]
     fn identity_needs_both_headers_and_a_known_role() {
-        let id = Identity::from_headers(headers(&[
-            (USER_ID_HEADER, "u1"),
-            (ROLE_HEADER, "vendor"),
-        ]))
-        .unwrap();
+        let id =
+            Identity::from_headers(headers(&[(USER_ID_HEADER, "u1"), (ROLE_HEADER, "vendor")]))
+                .unwrap();
         assert_eq!(id.role, Role::Vendor);
         assert!(Identity::from_headers(headers(&[(USER_ID_HEADER, "u1")])).is_none());
         assert!(
@@ -155,7 +151,10 @@ mod tests {
         };
         assert!(vendor.require_role(&[Role::Admin, Role::Vendor]).is_ok());
         assert_eq!(
-            vendor.require_role(&[Role::Admin]).unwrap_err().status_code(),
+            vendor
+                .require_role(&[Role::Admin])
+                .unwrap_err()
+                .status_code(),
             http::StatusCode::FORBIDDEN
         );
         assert!(vendor.require_self_or_admin("v1").is_ok());

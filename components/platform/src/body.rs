@@ -11,8 +11,14 @@ pub const DEFAULT_JSON_LIMIT: usize = 64 * 1024;
 /// Whether `content_type` is JSON (`application/json` or any `+json` type), parameters ignored.
 pub fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a JSON request body into `T`.
@@ -74,12 +80,19 @@ mod tests {
         assert_eq!(status(parse_json(json, br#"{"email":"#, 100)), 400);
         assert_eq!(status(parse_json(json, b"", 100)), 400);
         assert_eq!(status(parse_json(json, br#"{"email":"a"}"#, 100)), 422);
-        assert_eq!(status(parse_json(json, br#"{"email":1,"password":"b"}"#, 100)), 422);
+        assert_eq!(
+            status(parse_json(json, br#"{"email":1,"password":"b"}"#, 100)),
+            422
+        );
         assert_eq!(status(parse_json(json, &[b' '; 101], 100)), 413);
         assert_eq!(status(parse_json(Some("text/plain"), b"{}", 100)), 415);
         assert_eq!(status(parse_json(None, b"{}", 100)), 415);
         let missing = parse_json::<Login>(json, br#"{"email":"a"}"#, 100).unwrap_err();
-        assert!(String::from_utf8(missing.to_json_vec()).unwrap().contains("\"password\""));
+        assert!(
+            String::from_utf8(missing.to_json_vec())
+                .unwrap()
+                .contains("\"password\"")
+        );
     }
 
     #[test]

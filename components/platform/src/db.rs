@@ -188,7 +188,9 @@ impl Row {
         match self.value(column)? {
             Value::Null => Ok(None),
             Value::Text(s) => Ok(Some(s.clone())),
-            other => Err(DbError::Decode(format!("`{column}` is {other:?}, not text"))),
+            other => Err(DbError::Decode(format!(
+                "`{column}` is {other:?}, not text"
+            ))),
         }
     }
 
@@ -309,7 +311,10 @@ pub fn pending<'a>(all: &'a [Migration], applied: &[u32]) -> Result<Vec<&'a Migr
             )));
         }
     }
-    Ok(all.iter().filter(|m| !applied.contains(&m.version)).collect())
+    Ok(all
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect())
 }
 
 enum Connection {
@@ -409,8 +414,7 @@ impl Database {
                 let result = conn
                     .query(&to_postgres_placeholders(sql), &pg_params(params))
                     .map_err(|e| DbError::classify(pg_message(e)))?;
-                let columns: Rc<[String]> =
-                    result.columns.into_iter().map(|c| c.name).collect();
+                let columns: Rc<[String]> = result.columns.into_iter().map(|c| c.name).collect();
                 result
                     .rows
                     .into_iter()
@@ -625,9 +629,16 @@ mod tests {
             Migration::portable(2, "b", "y"),
             Migration::portable(3, "c", "z"),
         ];
-        let versions: Vec<u32> = pending(&all, &[1, 3]).unwrap().iter().map(|m| m.version).collect();
+        let versions: Vec<u32> = pending(&all, &[1, 3])
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(versions, vec![2]);
-        let bad = [Migration::portable(2, "a", "x"), Migration::portable(2, "b", "y")];
+        let bad = [
+            Migration::portable(2, "a", "x"),
+            Migration::portable(2, "b", "y"),
+        ];
         assert!(matches!(pending(&bad, &[]), Err(DbError::Config(_))));
     }
 
@@ -639,7 +650,8 @@ mod tests {
         ));
         assert!(matches!(
             DbError::classify(
-                "db error: ERROR: duplicate key value violates unique constraint \"users_email\"".into()
+                "db error: ERROR: duplicate key value violates unique constraint \"users_email\""
+                    .into()
             ),
             DbError::UniqueViolation(_)
         ));
@@ -647,13 +659,19 @@ mod tests {
             DbError::classify("ERROR: could not serialize access due to concurrent update".into()),
             DbError::Conflict(_)
         ));
-        assert!(matches!(DbError::classify("syntax error".into()), DbError::Other(_)));
+        assert!(matches!(
+            DbError::classify("syntax error".into()),
+            DbError::Other(_)
+        ));
     }
 
     #[test]
     fn rows_read_by_name_and_accept_sqlite_booleans() {
         let cols: Rc<[String]> = vec!["id".to_owned(), "active".to_owned(), "n".to_owned()].into();
-        let row = Row::new(cols, vec![Value::Text("x".into()), Value::Int(1), Value::Null]);
+        let row = Row::new(
+            cols,
+            vec![Value::Text("x".into()), Value::Int(1), Value::Null],
+        );
         assert_eq!(row.text("ID").unwrap(), "x");
         assert!(row.bool("active").unwrap());
         assert_eq!(row.opt_i64("n").unwrap(), None);

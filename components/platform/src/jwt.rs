@@ -247,7 +247,8 @@ fn split(token: &str) -> Result<(Header, &str, &str), JwtError> {
         return Err(JwtError::Malformed("too long"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed("not three dot-separated parts"));
     };
@@ -260,9 +261,15 @@ fn split(token: &str) -> Result<(Header, &str, &str), JwtError> {
         return Err(JwtError::AlgorithmNotAllowed(header.alg));
     }
     if header.crit.is_some() {
-        return Err(JwtError::Malformed("critical header extensions are not supported"));
+        return Err(JwtError::Malformed(
+            "critical header extensions are not supported",
+        ));
     }
-    if header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+    {
         return Err(JwtError::Malformed("typ must be JWT"));
     }
     match &header.kid {
@@ -372,9 +379,18 @@ mod tests {
         let set = jwks(std::slice::from_ref(&k));
         let now = 1_800_000_000;
         let token = sign(&k, &claims(now));
-        assert_eq!(verify(&token, &set, &rules(now + 930)), Err(JwtError::Expired));
-        assert!(verify(&token, &set, &rules(now + 900)).is_ok(), "within leeway");
-        assert_eq!(verify(&token, &set, &rules(now - 31)), Err(JwtError::NotYetValid));
+        assert_eq!(
+            verify(&token, &set, &rules(now + 930)),
+            Err(JwtError::Expired)
+        );
+        assert!(
+            verify(&token, &set, &rules(now + 900)).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            verify(&token, &set, &rules(now - 31)),
+            Err(JwtError::NotYetValid)
+        );
         let mut other = rules(now);
         other.issuer = "evil";
         assert_eq!(verify(&token, &set, &other), Err(JwtError::WrongIssuer));
@@ -398,10 +414,16 @@ mod tests {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin).unwrap()),
             parts[2]
         );
-        assert_eq!(verify(&forged, &set, &rules(now)), Err(JwtError::BadSignature));
+        assert_eq!(
+            verify(&forged, &set, &rules(now)),
+            Err(JwtError::BadSignature)
+        );
         // Same kid, different key.
         let impostor = sign(&key("k", 5), &admin);
-        assert_eq!(verify(&impostor, &set, &rules(now)), Err(JwtError::BadSignature));
+        assert_eq!(
+            verify(&impostor, &set, &rules(now)),
+            Err(JwtError::BadSignature)
+        );
         assert!(verify("a.b", &set, &rules(now)).is_err());
         assert!(verify(&"a".repeat(5000), &set, &rules(now)).is_err());
     }
@@ -412,7 +434,10 @@ mod tests {
         let set = jwks(std::slice::from_ref(&k));
         let now = 1_800_000_000;
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(now)).unwrap());
-        let none = format!("{}.{body}.", b64(serde_json::json!({"alg":"none","kid":"k"})));
+        let none = format!(
+            "{}.{body}.",
+            b64(serde_json::json!({"alg":"none","kid":"k"}))
+        );
         assert_eq!(
             verify(&none, &set, &rules(now)),
             Err(JwtError::AlgorithmNotAllowed("none".into()))
@@ -428,12 +453,18 @@ mod tests {
             Err(JwtError::AlgorithmNotAllowed(_))
         ));
         let no_kid = format!("{}.{body}.", b64(serde_json::json!({"alg":"EdDSA"})));
-        assert!(matches!(verify(&no_kid, &set, &rules(now)), Err(JwtError::Malformed(_))));
+        assert!(matches!(
+            verify(&no_kid, &set, &rules(now)),
+            Err(JwtError::Malformed(_))
+        ));
         let crit = format!(
             "{}.{body}.",
             b64(serde_json::json!({"alg":"EdDSA","kid":"k","crit":["b64"]}))
         );
-        assert!(matches!(verify(&crit, &set, &rules(now)), Err(JwtError::Malformed(_))));
+        assert!(matches!(
+            verify(&crit, &set, &rules(now)),
+            Err(JwtError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -113,7 +113,11 @@ fn envelope(row: &crate::db::Row) -> Result<EventEnvelope, DbError> {
 }
 
 /// Events after `position` (oldest first), at most `limit`, published or not.
-pub fn events_after(db: &Database, position: i64, limit: u32) -> Result<Vec<EventEnvelope>, DbError> {
+pub fn events_after(
+    db: &Database,
+    position: i64,
+    limit: u32,
+) -> Result<Vec<EventEnvelope>, DbError> {
     db.query(
         "SELECT position, payload FROM outbox WHERE position > ? ORDER BY position LIMIT ?",
         &[position.into(), i64::from(limit).into()],
@@ -143,7 +147,11 @@ impl std::fmt::Display for PublishError {
 /// Publishes up to `batch` unsent events in outbox order to their channels on the Redis at
 /// `redis_address`, marking each as sent after Redis accepted it. Returns how many were sent.
 /// Stops at the first Redis failure (order is kept; the rest waits for the next call).
-pub fn publish_pending(db: &Database, redis_address: &str, batch: u32) -> Result<usize, PublishError> {
+pub fn publish_pending(
+    db: &Database,
+    redis_address: &str,
+    batch: u32,
+) -> Result<usize, PublishError> {
     let rows = db
         .query(
             "SELECT position, channel, payload FROM outbox WHERE published_at IS NULL \
@@ -160,8 +168,9 @@ pub fn publish_pending(db: &Database, redis_address: &str, batch: u32) -> Result
     for row in &rows {
         let position = row.i64("position").map_err(PublishError::Db)?;
         let channel = row.text("channel").map_err(PublishError::Db)?;
-        let mut payload: serde_json::Value = serde_json::from_str(&row.text("payload").map_err(PublishError::Db)?)
-            .map_err(|e| PublishError::Db(DbError::Decode(e.to_string())))?;
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&row.text("payload").map_err(PublishError::Db)?)
+                .map_err(|e| PublishError::Db(DbError::Decode(e.to_string())))?;
         payload["position"] = position.into();
         redis
             .publish(&channel, &payload.to_string().into_bytes())

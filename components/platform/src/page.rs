@@ -89,7 +89,10 @@ mod tests {
         assert_eq!(parse_limit(None).unwrap(), 20);
         assert_eq!(parse_limit(Some("100")).unwrap(), 100);
         for bad in ["0", "101", "-1", "x", ""] {
-            assert_eq!(parse_limit(Some(bad)).unwrap_err().status_code().as_u16(), 422);
+            assert_eq!(
+                parse_limit(Some(bad)).unwrap_err().status_code().as_u16(),
+                422
+            );
         }
     }
 
@@ -107,7 +110,10 @@ mod tests {
     fn overfetch_decides_the_next_cursor() {
         let page = Page::from_overfetch(vec![1, 2, 3], 2, |n| *n);
         assert_eq!(page.items, vec![1, 2]);
-        assert_eq!(decode_cursor::<i32>(page.next_cursor.as_deref().unwrap()).unwrap(), 2);
+        assert_eq!(
+            decode_cursor::<i32>(page.next_cursor.as_deref().unwrap()).unwrap(),
+            2
+        );
         let last = Page::from_overfetch(vec![1, 2], 2, |n| *n);
         assert!(last.next_cursor.is_none());
     }

@@ -74,7 +74,10 @@ impl Ctx {
         if status >= 500 {
             self.log.error(
                 "request failed",
-                &[("status", status.into()), ("detail", problem.detail.clone().into())],
+                &[
+                    ("status", status.into()),
+                    ("detail", problem.detail.clone().into()),
+                ],
             );
         }
         Response::builder()
