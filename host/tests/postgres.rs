@@ -276,3 +276,45 @@ async fn a_few_types_round_trip_end_to_end() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A guest that leaves a transaction open (it crashed, timed out or forgot COMMIT) must not
+/// hand that transaction to the next instance that gets the pooled connection: the next
+/// statement would silently join it and never commit.
+#[tokio::test]
+async fn a_transaction_left_open_does_not_leak_into_the_next_instance() {
+    let schema = Schema::create().await;
+    let table = format!("{}.leak", schema.name);
+    schema
+        .client
+        .batch_execute(&format!("CREATE TABLE {table} (x BIGINT)"))
+        .await
+        .unwrap();
+    let app = runner(APP).start();
+
+    let begun = pg(&app, "allowed", "execute", "BEGIN", json!([]), 4).await;
+    assert!(begun.get("error").is_none(), "{begun}");
+    // The instance is gone; its connection went back to the pool mid-transaction.
+    for n in 1..=3 {
+        let inserted = pg(
+            &app,
+            "allowed",
+            "execute",
+            &format!("INSERT INTO {table} VALUES ($1)"),
+            json!([{ "int64": n }]),
+            4,
+        )
+        .await;
+        assert!(inserted.get("error").is_none(), "{inserted}");
+    }
+
+    // Seen from outside the app: every insert was committed on its own.
+    let count: i64 = schema
+        .client
+        .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3, "inserts were swallowed by a leaked transaction");
+    drop(app);
+    schema.drop_schema().await;
+}

@@ -62,6 +62,13 @@ pub const MAX_POOLS: usize = 16;
 /// Connections per pool. Below Postgres' default `max_connections` (100) so that a few pools
 /// and other clients still fit.
 const POOL_MAX_SIZE: usize = 32;
+
+/// Run on a pooled connection before it is handed out again: end any transaction the previous
+/// user left open (a warning, not an error, when there is none), then deadpool's own
+/// "clean" reset of session state.
+const RESET_ON_REUSE: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
+
 /// Connections one instance may hold open at once (`connection-failed` beyond that). Below the
 /// pool size, so one instance cannot exhaust a pool on its own.
 const MAX_OPEN_CONNECTIONS: usize = 16;
@@ -144,8 +151,10 @@ impl PostgresFactor {
             tokio_postgres::NoTls,
             ManagerConfig {
                 // Reset session state on reuse: the pool is shared by every instance and
-                // component of the app.
-                recycling_method: RecyclingMethod::Clean,
+                // component of the app. ROLLBACK first: an instance that ended inside a
+                // transaction (trap, timeout, missing COMMIT) must not hand it to the next
+                // one, whose statements would join it and never commit.
+                recycling_method: RecyclingMethod::Custom(RESET_ON_REUSE.to_owned()),
             },
         );
         let pool = Pool::builder(manager)
