@@ -15,6 +15,7 @@
 //! Spin adapters (call `spin-sdk` imports; exercised by the integration tests):
 //! * [`db`]: one SQL API over `sqlite:` and `postgres://` databases, migrations;
 //! * [`outbox`]: transactional outbox, publishing to Redis, catch-up reads;
+//! * [`idempotency`]: `Idempotency-Key` claims, replays and conflicts (Stripe semantics);
 //! * [`service`]: per-request context and JSON/problem responses.
 
 // `Problem` is the error type of every handler; it is built once per failed request, so its
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod body;
 pub mod db;
+pub mod idempotency;
 pub mod ids;
 pub mod jwt;
 pub mod log;
