@@ -4,7 +4,8 @@
 //! * `GET /health/ready` → 200 `{"status":"ok","checks":[..]}` when every check passes, else 503
 //!   problem+json whose `checks` extension lists every check with its status. Checks: `config`
 //!   (the gateway's variables are valid) and one `upstream:<id>` per configured upstream, which
-//!   passes when `GET http://<id>.spin.internal/health/live` answers 2xx.
+//!   passes when `GET http://<id>.spin.internal/health/live` answers 2xx within the probe timeout,
+//!   and `store` (the `gateway` key-value store answers a read).
 
 use bazaar_platform::Problem;
 use http::{HeaderValue, StatusCode, header};
@@ -69,6 +70,14 @@ pub fn upstream_check(component: &str, probe: Result<StatusCode, String>) -> Che
         Ok(status) if status.is_success() => Check::ok(name),
         Ok(status) => Check::fail(name, format!("/health/live answered {}", status.as_u16())),
         Err(error) => Check::fail(name, format!("unreachable: {error}")),
+    }
+}
+
+/// The `store` check: the gateway's key-value store (JWKS cache, rate limits) answers.
+pub fn store_check(probe: Result<(), String>) -> Check {
+    match probe {
+        Ok(()) => Check::ok("store"),
+        Err(error) => Check::fail("store", format!("key-value store 'gateway': {error}")),
     }
 }
 

@@ -13,23 +13,33 @@
 //! directions because the glue works on wasi-http field lists, not on spin-sdk's single-valued
 //! `Request`/`Response` maps.
 //!
-//! Component variable: `upstreams` — comma-separated component ids (see [`config`]).
+//! Component variables: see [`config`].
 
 pub mod app;
+pub mod authn;
 pub mod config;
+pub mod cors;
 pub mod health;
+pub mod limits;
+pub mod ports;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bazaar_platform::Problem;
+use futures::StreamExt;
+use futures::future::{Either, select};
 use http::header::{HeaderName, HeaderValue};
 use spin_sdk::http::{
     Fields, IncomingRequest, IncomingResponse, OutgoingResponse, ResponseOutparam,
 };
 
-use crate::config::{Config, UPSTREAMS_VARIABLE};
+use crate::config::Config;
 
 // The export only exists on wasm: natively (unit tests) the `wasi:http/incoming-handler@0.2.0#handle`
 // symbol cannot be linked into a cdylib, so the attribute is applied on wasm32 only.
@@ -37,18 +47,20 @@ use crate::config::{Config, UPSTREAMS_VARIABLE};
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
     let started = Instant::now();
-    let (parts, body) = read_request(request).await;
-    let response = match body {
-        Ok(body) => {
+    let (parts, problem) = read_head(&request);
+    let response = match problem {
+        None => {
             let config = load_config();
-            app::handle(
-                http::Request::from_parts(parts.clone(), body),
-                &config,
-                &SpinUpstream,
-            )
-            .await
+            let store = SpinStore::open();
+            let env = app::Env {
+                config: &config,
+                upstream: &SpinUpstream,
+                store: &store,
+                now_ms: bazaar_platform::time::now_millis(),
+            };
+            app::handle(parts.clone(), SpinBody(request), &env).await
         }
-        Err(problem) => app::reject(&parts, problem),
+        Some(problem) => app::reject(&parts, problem),
     };
     app::log_access(
         &parts.method,
@@ -59,10 +71,8 @@ async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
     write_response(response_out, response).await;
 }
 
-/// Reads method, target, headers (all values, in order) and the whole body.
-async fn read_request(
-    request: IncomingRequest,
-) -> (http::request::Parts, Result<Vec<u8>, Problem>) {
+/// Reads method, target and headers (all values, in order); the body stays unread.
+fn read_head(request: &IncomingRequest) -> (http::request::Parts, Option<Problem>) {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     let mut problem = None;
 
@@ -89,30 +99,68 @@ async fn read_request(
             parts.headers.append(name, value);
         }
     }
-    let body = request
-        .into_body()
-        .await
-        .map_err(|_| Problem::bad_request("The request body could not be read"));
-    match problem {
-        Some(problem) => (parts, Err(problem)),
-        None => (parts, body),
+    (parts, problem)
+}
+
+/// The request body, streamed from the host only when the gateway decides to read it.
+struct SpinBody(IncomingRequest);
+
+impl app::Body for SpinBody {
+    async fn read(self, limit: usize) -> Result<Vec<u8>, app::BodyError> {
+        let mut stream = self.0.into_body_stream();
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| app::BodyError::Unreadable(format!("{e:?}")))?;
+            // Stop at the first chunk past the limit: the rest is never pulled from the client.
+            if body.len() + chunk.len() > limit {
+                return Err(app::BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 
-/// The gateway's variables; a missing `upstreams` variable means "no upstreams".
+/// The gateway's variables (see [`config`]).
 fn load_config() -> Config {
     use spin_sdk::variables::{Error, get};
-    match get(UPSTREAMS_VARIABLE) {
-        Ok(raw) => Config::from_upstreams(&raw),
-        Err(Error::Undefined(_)) => Config::default(),
-        Err(e) => Config::unreadable(format!("variable '{UPSTREAMS_VARIABLE}': {e:?}")),
+    Config::from_variables(|name| match get(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Undefined(_)) => Ok(None),
+        Err(e) => Err(format!("{e:?}")),
+    })
+}
+
+/// The `gateway` key-value store; if it cannot be opened every call fails with that error (the
+/// callers fail open or refetch, and readiness reports it).
+struct SpinStore(Result<spin_sdk::key_value::Store, String>);
+
+impl SpinStore {
+    const LABEL: &str = "gateway";
+
+    fn open() -> Self {
+        SpinStore(spin_sdk::key_value::Store::open(Self::LABEL).map_err(|e| format!("{e:?}")))
+    }
+
+    fn store(&self) -> Result<&spin_sdk::key_value::Store, String> {
+        self.0.as_ref().map_err(Clone::clone)
+    }
+}
+
+impl ports::Store for SpinStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store()?.get(key).map_err(|e| format!("{e:?}"))
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.store()?.set(key, value).map_err(|e| format!("{e:?}"))
     }
 }
 
 /// Outbound calls through the host (`wasi:http/outgoing-handler`), i.e. Spin service chaining.
 struct SpinUpstream;
 
-impl app::Upstream for SpinUpstream {
+impl ports::Upstream for SpinUpstream {
     async fn send(
         &self,
         request: http::Request<Vec<u8>>,
@@ -138,6 +186,50 @@ impl app::Upstream for SpinUpstream {
             }
         }
         Ok(relayed)
+    }
+
+    async fn send_within(
+        &self,
+        request: http::Request<Vec<u8>>,
+        limit: Duration,
+    ) -> Result<http::Response<Vec<u8>>, String> {
+        // Dropping the losing `send` future drops its wasi-http handles, which cancels the call.
+        match select(pin!(self.send(request)), pin!(Deadline::after(limit))).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(format!("no answer within {} ms", limit.as_millis())),
+        }
+    }
+}
+
+/// A future that completes once `wasi:clocks/monotonic-clock` passes a deadline, driven by the
+/// Spin executor's poll loop (the same mechanism spin-sdk uses for its HTTP streams).
+struct Deadline {
+    at: u64,
+    registration: Option<spin_executor::CancelOnDropToken>,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        Deadline {
+            at: wasi::clocks::monotonic_clock::now().saturating_add(nanos),
+            registration: None,
+        }
+    }
+}
+
+impl Future for Deadline {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if wasi::clocks::monotonic_clock::now() >= self.at {
+            return Poll::Ready(());
+        }
+        let pollable = wasi::clocks::monotonic_clock::subscribe_instant(self.at);
+        // Replacing the token cancels the previous registration.
+        self.registration =
+            Some(spin_executor::push_waker_and_get_token(pollable, cx.waker().clone()).into());
+        Poll::Pending
     }
 }
 

@@ -154,6 +154,18 @@ fn add_forwarded_headers(inbound: &HeaderMap, out: &mut HeaderMap) {
     );
 }
 
+/// The client's IP from the host's `spin-client-addr` (the last value; a client cannot add one
+/// before the host's since `spin-*` headers are the host's), `None` when unknown.
+pub fn client_ip(inbound: &HeaderMap) -> Option<String> {
+    inbound
+        .get_all("spin-client-addr")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(peer_ip)
+        .map(str::to_owned)
+}
+
 /// The IP of a `host:port` / `[v6]:port` peer address (`None` for the chaining placeholder).
 fn peer_ip(addr: &str) -> Option<&str> {
     let ip = if let Some(rest) = addr.strip_prefix('[') {

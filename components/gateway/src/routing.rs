@@ -6,6 +6,10 @@
 //! is forwarded unchanged, so services route on the same full paths clients use. A prefix whose
 //! component is not in the configured `upstreams` answers 404: the table can name services that
 //! are not deployed yet.
+//!
+//! Besides the table: `GET /.well-known/jwks.json` is answered by the users service's private
+//! `/internal/jwks` (public keys are public; other verifiers may use them). Nothing else under
+//! `/internal/` is reachable: no table prefix covers it, so it is 404 at the gateway.
 
 use http::Method;
 
@@ -17,6 +21,12 @@ pub const LIVE_PATH: &str = "/health/live";
 pub const READY_PATH: &str = "/health/ready";
 /// Methods the health endpoints accept.
 pub const HEALTH_METHODS: &[&str] = &["GET"];
+/// The public JWKS path.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Where the users service serves the JWKS (private route).
+pub const JWKS_UPSTREAM_PATH: &str = "/internal/jwks";
+/// Methods the JWKS path accepts.
+pub const JWKS_METHODS: &[&str] = &["GET", "HEAD"];
 
 /// One row of the routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +46,7 @@ const fn service(prefix: &'static str, component: &'static str) -> ServiceRoute 
 pub const SERVICE_ROUTES: &[ServiceRoute] = &[
     service("/api/v1/users", "users"),
     service("/auth", "users"),
+    service("/auth/oidc", "oidc"),
     service("/api/v1/products", "catalog"),
     service("/api/v1/categories", "catalog"),
     service("/images", "catalog"),
@@ -58,6 +69,8 @@ pub enum Route {
     Ready,
     /// Forward to this upstream component.
     Proxy { component: &'static str },
+    /// `GET`/`HEAD /.well-known/jwks.json`: the users service's `/internal/jwks`.
+    Jwks,
     /// A known path with a method it does not support.
     MethodNotAllowed { allow: &'static [&'static str] },
     /// The path belongs to a service that is not among the configured upstreams.
@@ -80,6 +93,19 @@ pub fn route(method: &Method, path: &str, config: &Config) -> Route {
         } else {
             Route::MethodNotAllowed {
                 allow: HEALTH_METHODS,
+            }
+        };
+    }
+    if path == JWKS_PATH {
+        return if method == Method::GET || method == Method::HEAD {
+            if config.has_upstream("users") {
+                Route::Jwks
+            } else {
+                Route::NotDeployed { prefix: JWKS_PATH }
+            }
+        } else {
+            Route::MethodNotAllowed {
+                allow: JWKS_METHODS,
             }
         };
     }
@@ -110,12 +136,36 @@ pub fn service_for(path: &str) -> Option<&'static ServiceRoute> {
         .max_by_key(|entry| entry.prefix.len())
 }
 
-/// Whether any segment is `.` or `..`, also when written with `%2e`/`%2E`.
+/// Whether any segment is `.` or `..` once percent-decoded, with `\\` and encoded slashes also
+/// counted as separators (some servers normalise them), so `..%2F` cannot climb out either.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    let decoded = percent_decode(path);
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .any(|segment| segment == b"." || segment == b"..")
+}
+
+/// `%XX` escapes decoded (invalid escapes kept as they are).
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -123,7 +173,7 @@ mod tests {
     use super::*;
 
     fn all() -> Config {
-        Config::from_upstreams("users,catalog,carts,orders,inventory,payments")
+        Config::from_upstreams("users,oidc,catalog,carts,orders,inventory,payments")
     }
 
     #[test]
@@ -163,6 +213,10 @@ mod tests {
             ("/auth/login", "users"),
             ("/images/abc.png", "catalog"),
             ("/webhooks/payments/card", "payments"),
+            ("/auth/oidc/google/start", "oidc"),
+            ("/auth/oidc", "oidc"),
+            ("/auth/oidcx", "users"),
+            ("/auth/register", "users"),
         ];
         for (path, component) in cases {
             assert_eq!(
@@ -224,6 +278,10 @@ mod tests {
             "/api/v1/users/./me",
             "/api/v1/users/%2e%2e/orders",
             "/api/v1/users/%2E./x",
+            "/auth/..%2Finternal/jwks",
+            "/auth/..%5cinternal/jwks",
+            "/auth/%2e%2e%2finternal",
+            "/images/a\\..\\x",
         ] {
             assert_eq!(
                 route(&Method::GET, path, &all()),
@@ -234,6 +292,47 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/api/v1/users/a..b", &all()),
             Route::Proxy { component: "users" }
+        );
+    }
+
+    #[test]
+    fn jwks_is_public_and_internal_paths_are_not() {
+        assert_eq!(
+            route(&Method::GET, "/.well-known/jwks.json", &all()),
+            Route::Jwks
+        );
+        assert_eq!(
+            route(&Method::HEAD, "/.well-known/jwks.json", &all()),
+            Route::Jwks
+        );
+        assert_eq!(
+            route(&Method::POST, "/.well-known/jwks.json", &all()),
+            Route::MethodNotAllowed {
+                allow: &["GET", "HEAD"]
+            }
+        );
+        assert_eq!(
+            route(
+                &Method::GET,
+                "/.well-known/jwks.json",
+                &Config::from_upstreams("catalog")
+            ),
+            Route::NotDeployed {
+                prefix: "/.well-known/jwks.json"
+            }
+        );
+        for path in [
+            "/internal/jwks",
+            "/internal",
+            "/internal/admin/migrate",
+            "/internal/jobs/outbox",
+        ] {
+            assert_eq!(route(&Method::GET, path, &all()), Route::NotFound, "{path}");
+        }
+        assert!(
+            SERVICE_ROUTES
+                .iter()
+                .all(|r| !r.prefix.starts_with("/internal"))
         );
     }
 
