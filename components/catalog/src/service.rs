@@ -314,7 +314,7 @@ impl Handler<'_> {
         let new = NewProduct::from_json(&self.json_body()?).map_err(unprocessable)?;
         let db = self.migrated_db()?;
         let now = now_millis();
-        let record = ProductRecord {
+        let mut record = ProductRecord {
             id: format!("prd_{}", ids::new_id()),
             sku: new.sku,
             name: new.name,
@@ -331,6 +331,14 @@ impl Handler<'_> {
             updated_at: now,
         };
         db.transaction(|db| {
+            // Strictly increasing creation times make "newest first" the insertion order
+            // (two products created in one millisecond would otherwise order by random id).
+            if let Some(latest) = store::latest_created_at(db)?
+                && latest >= record.created_at
+            {
+                record.created_at = latest + 1;
+                record.updated_at = record.created_at;
+            }
             self.check_category(db, record.category_id.as_deref())?;
             if store::sku_taken(db, record.sku.as_str(), &record.id)? {
                 return Err(sku_conflict(record.sku.as_str()));

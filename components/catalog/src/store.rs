@@ -242,6 +242,14 @@ pub fn lock_product(db: &Database, id: &str) -> Result<Option<ProductRecord>, Db
     .transpose()
 }
 
+/// The newest `created_at` of any product.
+pub fn latest_created_at(db: &Database) -> Result<Option<i64>, DbError> {
+    match db.query_opt("SELECT MAX(created_at) AS latest FROM products", &[])? {
+        Some(row) => row.opt_i64("latest"),
+        None => Ok(None),
+    }
+}
+
 pub fn sku_taken(db: &Database, sku: &str, except_id: &str) -> Result<bool, DbError> {
     Ok(db
         .query_opt(
