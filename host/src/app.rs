@@ -60,6 +60,8 @@ pub struct App {
     pub redis: RedisFactor,
     pub components: BTreeMap<String, Arc<AppComponent>>,
     pub blocked_networks: Arc<BlockedNetworks>,
+    /// `[application.tool.bazaar] generated_secrets` this load generated or reused.
+    pub generated_secrets: Vec<crate::secrets::GeneratedSecret>,
 }
 
 /// A component ready to instantiate, with everything its instances are allowed to use.
@@ -144,10 +146,14 @@ impl App {
                 .with_context(|| format!("creating state dir {}", dir.display()))?;
         }
 
-        let variables = VariableResolver::new()
+        let resolver = VariableResolver::new()
             .cli_values(options.variables.clone())
             .providers(&runtime_config.variables_providers)
-            .env_lookup(|name| std::env::var(name).ok())
+            .env_lookup(|name| std::env::var(name).ok());
+        let (generated, generated_secrets) =
+            crate::secrets::resolve(&manifest, &resolver, state_dir.as_deref())?;
+        let variables = resolver
+            .fallback_values(generated)
             .resolve(&manifest.variables)?;
         let blocked_networks = Arc::new(
             BlockedNetworks::parse(&runtime_config.block_networks)
@@ -266,6 +272,7 @@ impl App {
             redis,
             components,
             blocked_networks,
+            generated_secrets,
         })
     }
 

@@ -33,6 +33,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run every component's build command (like `spin build`).
     Build(AppSourceArgs),
+    /// One-off admin processes against the app's stores: `migrate`, `create-admin`.
+    Admin(crate::admin::AdminArgs),
 }
 
 /// Options that locate an app and its configuration; shared by every subcommand that loads one.
@@ -87,6 +89,9 @@ pub struct UpArgs {
     /// Do not read or write the compiled-component cache.
     #[arg(long)]
     pub disable_cache: bool,
+    /// Do not run the components' migrations (`bazaar admin migrate`) before serving.
+    #[arg(long)]
+    pub no_migrate: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -104,6 +109,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Build(args) => build(&Manifest::load(&args.from)?),
+            Command::Admin(args) => crate::admin::main(args).await,
         }
     });
     match result {
@@ -119,7 +125,7 @@ fn fail(err: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
@@ -209,6 +215,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .transpose()?,
     };
     let trigger = HttpTrigger::new(app.clone(), http_options, local_addr)?;
+    // The local release phase: schemas are current before the first request is served.
+    if !args.no_migrate {
+        for migrated in crate::admin::migrate_all(&app, &trigger).await? {
+            println!("Migrated {}: {}", migrated["component"], migrated["result"]);
+        }
+    }
     let redis_trigger = RedisTrigger::new(app.clone())?;
     let jobs = crate::trigger::scheduler::jobs_from_manifest(&app.manifest)?;
     // Subscribed before "Serving" is printed, so nothing published after that is missed.
@@ -241,6 +253,9 @@ fn print_banner(app: &App, addr: SocketAddr, routes: &[(String, String)]) {
     let _ = writeln!(out, "Serving http://{addr}");
     if let Some(dir) = &app.state_dir {
         let _ = writeln!(out, "State dir: {}", dir.display());
+    }
+    for secret in &app.generated_secrets {
+        let _ = writeln!(out, "{}", secret.describe());
     }
     for (label, description) in app.key_value.describe() {
         let _ = writeln!(out, "Key-value store `{label}`: {description}");

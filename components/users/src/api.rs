@@ -309,12 +309,22 @@ impl Service<'_> {
     }
 
     fn hash(&self, password: &Password) -> Result<String, Problem> {
-        crypto::hash_password(password.as_str()).map_err(|e| {
+        let started = std::time::Instant::now();
+        let hash = crypto::hash_password(password.as_str()).map_err(|e| {
             self.ctx
                 .log
                 .error("password hashing failed", &[("error", e.into())]);
             Problem::internal("The password could not be stored")
-        })
+        })?;
+        // The cost of the argon2 parameters as this host runs them (docs/users.md).
+        self.ctx.log.info(
+            "password hashed",
+            &[(
+                "duration_ms",
+                json!(started.elapsed().as_secs_f64() * 1000.0),
+            )],
+        );
+        Ok(hash)
     }
 
     fn login(&self) -> Result<Response, Problem> {

@@ -100,6 +100,9 @@ pub struct VariableResolver<'a> {
     providers: Vec<VariablesProviderConfig>,
     env: EnvLookup<'a>,
     cwd: PathBuf,
+    /// Values used when no other source supplies one, before the manifest default (the
+    /// runner's generated development secrets).
+    fallback: BTreeMap<String, String>,
 }
 
 impl Default for VariableResolver<'_> {
@@ -117,6 +120,7 @@ impl<'a> VariableResolver<'a> {
             providers: Vec::new(),
             env: Box::new(|k| std::env::var(k).ok()),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            fallback: BTreeMap::new(),
         }
     }
 
@@ -150,53 +154,17 @@ impl<'a> VariableResolver<'a> {
         if let Some(name) = self.cli.keys().find(|n| !decls.contains_key(*n)) {
             bail!("--variable `{name}`: the manifest declares no such variable in [variables]");
         }
-        let default_provider = VariablesProviderConfig::Env {
-            prefix: DEFAULT_ENV_PREFIX.to_string(),
-            dotenv_path: Some(self.cwd.join(".env")),
-        };
-        let layers: Vec<&VariablesProviderConfig> = self
-            .providers
-            .iter()
-            .chain(std::iter::once(&default_provider))
-            .collect();
-        // Dotenv files are read lazily (only when a variable gets that far) and at most once.
         let mut dotenv_cache: HashMap<PathBuf, BTreeMap<String, String>> = HashMap::new();
-
         let mut out = ResolvedVariables::default();
         for (name, decl) in decls {
             if decl.secret {
                 out.secrets.insert(name.clone());
             }
-            let mut value = self.cli.get(name).cloned();
-            for layer in &layers {
-                if value.is_some() {
-                    break;
-                }
-                value = match layer {
-                    VariablesProviderConfig::Static { values } => values.get(name).cloned(),
-                    VariablesProviderConfig::Env {
-                        prefix,
-                        dotenv_path,
-                    } => {
-                        let key = format!("{prefix}_{}", name.to_ascii_uppercase());
-                        match (self.env)(&key) {
-                            Some(v) => Some(v),
-                            None => match dotenv_path {
-                                Some(p) => {
-                                    let p = self.cwd.join(p);
-                                    if !dotenv_cache.contains_key(&p) {
-                                        let parsed = read_dotenv(&p)?;
-                                        dotenv_cache.insert(p.clone(), parsed);
-                                    }
-                                    dotenv_cache[&p].get(&key).cloned()
-                                }
-                                None => None,
-                            },
-                        }
-                    }
-                };
-            }
-            match value.or_else(|| decl.default.clone()) {
+            let value = self.provided_cached(name, &mut dotenv_cache)?;
+            match value
+                .or_else(|| self.fallback.get(name).cloned())
+                .or_else(|| decl.default.clone())
+            {
                 Some(v) => {
                     out.values.insert(name.clone(), v);
                 }
@@ -207,6 +175,65 @@ impl<'a> VariableResolver<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Values for names no other source supplies, consulted before the manifest default.
+    pub fn fallback_values(mut self, values: BTreeMap<String, String>) -> Self {
+        self.fallback = values;
+        self
+    }
+
+    /// The value `--variable`, a runtime-config provider or the environment gives `name`, if
+    /// any (no fallback, no manifest default).
+    pub fn provided(&self, name: &str) -> Result<Option<String>> {
+        self.provided_cached(name, &mut HashMap::new())
+    }
+
+    fn provided_cached(
+        &self,
+        name: &str,
+        dotenv_cache: &mut HashMap<PathBuf, BTreeMap<String, String>>,
+    ) -> Result<Option<String>> {
+        let default_provider = VariablesProviderConfig::Env {
+            prefix: DEFAULT_ENV_PREFIX.to_string(),
+            dotenv_path: Some(self.cwd.join(".env")),
+        };
+        let layers: Vec<&VariablesProviderConfig> = self
+            .providers
+            .iter()
+            .chain(std::iter::once(&default_provider))
+            .collect();
+        // Dotenv files are read lazily (only when a variable gets that far) and at most once.
+        let mut value = self.cli.get(name).cloned();
+        for layer in &layers {
+            if value.is_some() {
+                break;
+            }
+            value = match layer {
+                VariablesProviderConfig::Static { values } => values.get(name).cloned(),
+                VariablesProviderConfig::Env {
+                    prefix,
+                    dotenv_path,
+                } => {
+                    let key = format!("{prefix}_{}", name.to_ascii_uppercase());
+                    match (self.env)(&key) {
+                        Some(v) => Some(v),
+                        None => match dotenv_path {
+                            Some(p) => {
+                                let p = self.cwd.join(p);
+                                if !dotenv_cache.contains_key(&p) {
+                                    let parsed = read_dotenv(&p)?;
+                                    dotenv_cache.insert(p.clone(), parsed);
+                                }
+                                dotenv_cache[&p].get(&key).cloned()
+                            }
+                            None => None,
+                        },
+                    }
+                }
+            };
+        }
+        Ok(value)
     }
 }
 

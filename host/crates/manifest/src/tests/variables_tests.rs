@@ -324,3 +324,34 @@ fn cli_variable_syntax() {
     let all = parse_cli_variables(&["a=1", "@vars.toml", "a=2"], cwd).unwrap();
     assert_eq!(all, map(&[("a", "2"), ("c", "3")]));
 }
+
+/// The fallback layer (the runner's generated secrets) sits below every real source and above
+/// the manifest default; `provided` reports only real sources.
+#[test]
+fn fallback_values_fill_only_what_nobody_provides() {
+    let s = Scratch::new();
+    let decls: BTreeMap<String, VariableDecl> = [
+        ("from_env".to_string(), decl_required()),
+        ("generated".to_string(), decl_required()),
+        ("defaulted".to_string(), decl_default("manifest")),
+    ]
+    .into_iter()
+    .collect();
+    let resolver = VariableResolver::new()
+        .cwd(s.path())
+        .env_lookup(env_of(&[("SPIN_VARIABLE_FROM_ENV", "env")]))
+        .fallback_values(map(&[
+            ("from_env", "fallback"),
+            ("generated", "fallback"),
+            ("defaulted", "fallback"),
+        ]));
+    assert_eq!(
+        resolver.provided("from_env").unwrap().as_deref(),
+        Some("env")
+    );
+    assert_eq!(resolver.provided("generated").unwrap(), None);
+    let resolved = resolver.resolve(&decls).unwrap();
+    assert_eq!(resolved.get("from_env"), Some("env"));
+    assert_eq!(resolved.get("generated"), Some("fallback"));
+    assert_eq!(resolved.get("defaulted"), Some("fallback"));
+}
