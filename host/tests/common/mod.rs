@@ -298,3 +298,39 @@ pub fn shop(extra: &str) -> RunnerBuilder {
         .arg("--runtime-config-file")
         .arg("runtime-config.toml")
 }
+
+/// [`shop`] narrowed to some components of the real `spin.toml` (their triggers, sections and
+/// every application-level setting kept), for tests of one service that should not wait for
+/// the whole shop to build. `extra` TOML is appended as in [`shop`].
+pub fn shop_only(components: &[&str], extra: &str) -> RunnerBuilder {
+    let text = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+    let mut manifest: toml::Table = toml::from_str(&text).unwrap();
+    if let Some(toml::Value::Table(all)) = manifest.get_mut("component") {
+        all.retain(|id, _| components.contains(&id));
+    }
+    if let Some(toml::Value::Table(triggers)) = manifest.get_mut("trigger")
+        && let Some(toml::Value::Array(http)) = triggers.get_mut("http")
+    {
+        http.retain(|t| {
+            t.get("component")
+                .and_then(|c| c.as_str())
+                .is_some_and(|c| components.contains(&c))
+        });
+    }
+    let mut narrowed = toml::to_string(&manifest).unwrap();
+    const PREFIX: &str = "target/wasm32-wasip2/release/";
+    for component in components {
+        let krate = component.replace('-', "_");
+        let built = build_wasm(component);
+        narrowed = narrowed.replace(
+            &format!("{PREFIX}{krate}.wasm"),
+            &built.display().to_string(),
+        );
+    }
+    let runtime_config =
+        std::fs::read_to_string(workspace_root().join("runtime-config.toml")).unwrap();
+    runner(&format!("{narrowed}\n{extra}"))
+        .file("runtime-config.toml", &runtime_config)
+        .arg("--runtime-config-file")
+        .arg("runtime-config.toml")
+}
