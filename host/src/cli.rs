@@ -33,6 +33,8 @@ pub enum Command {
     Up(UpArgs),
     /// Run every component's build command (like `spin build`).
     Build(AppSourceArgs),
+    /// Run the local OpenID provider for social-login development (never deploy it).
+    DevIdp(crate::dev_idp::DevIdpArgs),
     /// One-off admin processes against the app's stores: `migrate`, `create-admin`.
     Admin(crate::admin::AdminArgs),
 }
@@ -109,6 +111,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Build(args) => build(&Manifest::load(&args.from)?),
+            Command::DevIdp(args) => crate::dev_idp::run(args).await,
             Command::Admin(args) => crate::admin::main(args).await,
         }
     });

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod bindings;
 pub mod cli;
+pub mod dev_idp;
 pub mod engine;
 pub mod factors;
 pub mod secrets;

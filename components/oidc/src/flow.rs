@@ -614,29 +614,21 @@ impl<S: Store, O: Outbound, C: Clock> Flow<'_, S, O, C> {
             ("authorization", auth.as_str()),
             ("accept", "application/vnd.github+json"),
         ];
-        let fetch = |what: &'static str, url: &'static str| {
-            let headers = headers;
-            async move {
-                let response = self.get(url, &headers).await.map_err(|e| {
-                    self.upstream_failed(provider, what, &e, "GitHub's API could not be reached")
-                })?;
-                if response.status() != 200 {
-                    return Err(self.upstream_failed(
-                        provider,
-                        what,
-                        &format!("status {}", response.status()),
-                        "GitHub's API refused the request",
-                    ));
-                }
-                serde_json::from_slice::<Value>(response.body()).map_err(|_| {
-                    self.upstream_failed(
-                        provider,
-                        what,
-                        "not JSON",
-                        "GitHub's API answered garbage",
-                    )
-                })
+        let fetch = |what: &'static str, url: &'static str| async move {
+            let response = self.get(url, &headers).await.map_err(|e| {
+                self.upstream_failed(provider, what, &e, "GitHub's API could not be reached")
+            })?;
+            if response.status() != 200 {
+                return Err(self.upstream_failed(
+                    provider,
+                    what,
+                    &format!("status {}", response.status()),
+                    "GitHub's API refused the request",
+                ));
             }
+            serde_json::from_slice::<Value>(response.body()).map_err(|_| {
+                self.upstream_failed(provider, what, "not JSON", "GitHub's API answered garbage")
+            })
         };
         let user = fetch("github-user", "https://api.github.com/user").await?;
         let subject = match user.get("id") {
@@ -727,9 +719,13 @@ impl<S: Store, O: Outbound, C: Clock> Flow<'_, S, O, C> {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<http::Response<Vec<u8>>, String> {
-        let mut request = http::Request::get(url)
-            .header("accept", "application/json")
-            .header("user-agent", USER_AGENT);
+        let mut request = http::Request::get(url).header("user-agent", USER_AGENT);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header("accept", "application/json");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
