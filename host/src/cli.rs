@@ -37,6 +37,8 @@ pub enum Command {
     DevIdp(crate::dev_idp::DevIdpArgs),
     /// One-off admin processes against the app's stores: `migrate`, `create-admin`.
     Admin(crate::admin::AdminArgs),
+    /// The isolated payment host: serve the payment API, or run the local card-network simulator.
+    Payments(crate::payments::PaymentsArgs),
 }
 
 /// Options that locate an app and its configuration; shared by every subcommand that loads one.
@@ -113,6 +115,7 @@ pub fn main() -> ExitCode {
             Command::Build(args) => build(&Manifest::load(&args.from)?),
             Command::DevIdp(args) => crate::dev_idp::run(args).await,
             Command::Admin(args) => crate::admin::main(args).await,
+            Command::Payments(args) => crate::payments::main(args).await,
         }
     });
     match result {

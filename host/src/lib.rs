@@ -11,6 +11,7 @@ pub mod cli;
 pub mod dev_idp;
 pub mod engine;
 pub mod factors;
+pub mod payments;
 pub mod secrets;
 pub mod telemetry;
 pub mod trigger;

@@ -1,0 +1,678 @@
+//! LOCAL SANDBOX STAND-IN for the providers' APIs. Card network: a small in-memory server speaking the
+//! shape of Stripe's PaymentIntents API (form-encoded requests, JSON answers, `Idempotency-Key`,
+//! `Bearer` API keys, manual capture, refunds, decline codes and Stripe's test card numbers).
+//! Crypto: invoices in the shape of BTCPay Server's Greenfield API (`/api/v1/stores/{store}/…`,
+//! `token` API keys, decimal amounts), plus payer-side sandbox routes
+//! (`POST /sandbox/crypto/invoices/{id}/pay|expire`) that settle or expire an invoice and deliver
+//! the signed webhook to `crypto_webhook_url`.
+//! It is NOT a payment processor: nothing leaves this process. Swapping it for the real endpoint
+//! is the plugin's `api_base` / `api_key` setting. Latency and a failure rate are configurable
+//! so timeouts and provider outages can be exercised.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aes_gcm::aead::{OsRng, rand_core::RngCore};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+
+use super::config::SimulatorConfig;
+
+/// How long a card authorization stays capturable (Stripe: 7 days for most cards).
+const AUTHORIZATION_VALIDITY_SECS: u64 = 7 * 24 * 3600;
+
+#[derive(Clone)]
+struct Intent {
+    id: String,
+    amount: u64,
+    currency: String,
+    status: &'static str,
+    amount_received: u64,
+    amount_refunded: u64,
+    capture_before: u64,
+    created: u64,
+    cancellation_reason: Option<&'static str>,
+}
+
+impl Intent {
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "payment_intent",
+            "amount": self.amount,
+            "amount_capturable": if self.status == "requires_capture" { self.amount } else { 0 },
+            "amount_received": self.amount_received,
+            "capture_method": "manual",
+            "currency": self.currency,
+            "status": self.status,
+            "created": self.created,
+            "cancellation_reason": self.cancellation_reason,
+            "latest_charge": {
+                "object": "charge",
+                "amount_captured": self.amount_received,
+                "amount_refunded": self.amount_refunded,
+                "capture_before": self.capture_before,
+            },
+        })
+    }
+}
+
+struct Invoice {
+    id: String,
+    amount: String,
+    currency: String,
+    status: &'static str,
+    additional: &'static str,
+    refunded_minor: u64,
+    created: u64,
+    expiration: u64,
+}
+
+impl Invoice {
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "amount": self.amount,
+            "currency": self.currency,
+            "status": self.status,
+            "additionalStatus": self.additional,
+            "createdTime": self.created,
+            "expirationTime": self.expiration,
+            "checkoutLink": format!("/sandbox/crypto/invoices/{}", self.id),
+            // Simulator extension: Greenfield reports refunds as pull payments only.
+            "refundedAmount": payment_plugin_kit::decimal::to_decimal(self.refunded_minor, &self.currency),
+        })
+    }
+}
+
+/// POSTs a signed webhook to `url` (plain HTTP; the local stand-in talks to a local host).
+async fn deliver(url: &str, signature: &str, body: String) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url)?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("webhook URL without host"))?
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await??;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(parsed.path())
+        .header("host", format!("{host}:{port}"))
+        .header("content-type", "application/json")
+        .header(payment_plugin_kit::signature::HEADER, signature)
+        .body(Full::new(Bytes::from(body)))?;
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), sender.send_request(request)).await??;
+    if !response.status().is_success() {
+        anyhow::bail!("webhook answered {}", response.status());
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct State {
+    intents: HashMap<String, Intent>,
+    invoices: HashMap<String, Invoice>,
+    /// `Idempotency-Key` → the first answer, replayed for retries.
+    idempotency: HashMap<String, (u16, Value)>,
+}
+
+pub struct Simulator {
+    config: SimulatorConfig,
+    state: Mutex<State>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    OsRng.fill_bytes(&mut b);
+    format!("{prefix}_{}", hex::encode(b))
+}
+
+fn error(
+    status: u16,
+    kind: &str,
+    code: &str,
+    decline: Option<&str>,
+    message: &str,
+) -> (u16, Value) {
+    let mut err = json!({"type": kind, "code": code, "message": message});
+    if let Some(d) = decline {
+        err["decline_code"] = json!(d);
+    }
+    (status, json!({"error": err}))
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+impl Simulator {
+    pub fn new(config: SimulatorConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn create(&self, f: &HashMap<String, String>) -> (u16, Value) {
+        let Some(amount) = f
+            .get("amount")
+            .and_then(|a| a.parse::<u64>().ok())
+            .filter(|a| *a > 0)
+        else {
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_invalid_integer",
+                None,
+                "amount must be a positive integer",
+            );
+        };
+        let Some(currency) = f.get("currency").filter(|c| c.len() == 3) else {
+            return error(
+                400,
+                "invalid_request_error",
+                "parameter_missing",
+                None,
+                "currency is required",
+            );
+        };
+        let number = f
+            .get("payment_method_data[card][number]")
+            .map(String::as_str)
+            .unwrap_or("");
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            // e.g. a vault token that was not swapped for the number.
+            return error(
+                402,
+                "card_error",
+                "invalid_number",
+                Some("invalid_number"),
+                "Your card number is invalid.",
+            );
+        }
+        let decline = match number {
+            "4000000000000002" => Some((
+                "card_declined",
+                "generic_decline",
+                "Your card was declined.",
+            )),
+            "4000000000009995" => Some((
+                "card_declined",
+                "insufficient_funds",
+                "Your card has insufficient funds.",
+            )),
+            "4100000000000019" => Some(("card_declined", "fraudulent", "Your card was declined.")),
+            "4000000000000069" => Some(("expired_card", "expired_card", "Your card has expired.")),
+            "4000000000000127" => Some((
+                "incorrect_cvc",
+                "incorrect_cvc",
+                "Your card's security code is incorrect.",
+            )),
+            _ => None,
+        };
+        if let Some((code, decline_code, message)) = decline {
+            return error(402, "card_error", code, Some(decline_code), message);
+        }
+        let now = now_secs();
+        let intent = Intent {
+            id: id("pi"),
+            amount,
+            currency: currency.to_ascii_lowercase(),
+            status: "requires_capture",
+            amount_received: 0,
+            amount_refunded: 0,
+            capture_before: now + AUTHORIZATION_VALIDITY_SECS,
+            created: now,
+            cancellation_reason: None,
+        };
+        let out = intent.json();
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .intents
+            .insert(intent.id.clone(), intent);
+        (200, out)
+    }
+
+    fn with_intent(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Intent) -> Result<(), (u16, Value)>,
+    ) -> (u16, Value) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(intent) = state.intents.get_mut(id) else {
+            return error(
+                404,
+                "invalid_request_error",
+                "resource_missing",
+                None,
+                "No such payment_intent",
+            );
+        };
+        // Lapsed authorizations are cancelled when next touched, as Stripe does asynchronously.
+        if intent.status == "requires_capture" && now_secs() > intent.capture_before {
+            intent.status = "canceled";
+            intent.cancellation_reason = Some("expired");
+        }
+        match f(intent) {
+            Ok(()) => (200, intent.json()),
+            Err(e) => e,
+        }
+    }
+
+    fn unexpected_state(status: &str) -> (u16, Value) {
+        error(
+            400,
+            "invalid_request_error",
+            "payment_intent_unexpected_state",
+            None,
+            &format!("This PaymentIntent's status is {status}."),
+        )
+    }
+
+    async fn dispatch(&self, method: &Method, path: &str, body: &[u8]) -> (u16, Value) {
+        let f = form(body);
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::POST, ["v1", "payment_intents"]) => self.create(&f),
+            (&Method::GET, ["v1", "payment_intents", id]) => self.with_intent(id, |_| Ok(())),
+            (&Method::POST, ["v1", "payment_intents", id, "capture"]) => {
+                self.with_intent(id, |pi| {
+                    if pi.status != "requires_capture" {
+                        return Err(Self::unexpected_state(pi.status));
+                    }
+                    let amount = match f.get("amount_to_capture") {
+                        Some(a) => a
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|a| *a > 0 && *a <= pi.amount)
+                            .ok_or_else(|| {
+                                error(
+                                    400,
+                                    "invalid_request_error",
+                                    "amount_too_large",
+                                    None,
+                                    "amount_to_capture exceeds the capturable amount",
+                                )
+                            })?,
+                        None => pi.amount,
+                    };
+                    pi.status = "succeeded";
+                    pi.amount_received = amount;
+                    Ok(())
+                })
+            }
+            (&Method::POST, ["v1", "payment_intents", id, "cancel"]) => {
+                self.with_intent(id, |pi| {
+                    if pi.status != "requires_capture" {
+                        return Err(Self::unexpected_state(pi.status));
+                    }
+                    pi.status = "canceled";
+                    pi.cancellation_reason = Some("requested_by_customer");
+                    Ok(())
+                })
+            }
+            (&Method::POST, ["v1", "refunds"]) => {
+                let Some(pi_id) = f.get("payment_intent") else {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        "parameter_missing",
+                        None,
+                        "payment_intent is required",
+                    );
+                };
+                let mut refund_amount = 0;
+                let (status, out) = self.with_intent(pi_id, |pi| {
+                    if pi.status != "succeeded" {
+                        return Err(error(
+                            400,
+                            "invalid_request_error",
+                            "charge_not_refundable",
+                            None,
+                            "This charge cannot be refunded.",
+                        ));
+                    }
+                    let refundable = pi.amount_received - pi.amount_refunded;
+                    let amount = match f.get("amount") {
+                        Some(a) => a.parse::<u64>().ok().filter(|a| *a > 0).ok_or_else(|| {
+                            error(
+                                400,
+                                "invalid_request_error",
+                                "parameter_invalid_integer",
+                                None,
+                                "amount must be a positive integer",
+                            )
+                        })?,
+                        None => refundable,
+                    };
+                    if amount > refundable {
+                        return Err(error(
+                            400,
+                            "invalid_request_error",
+                            "charge_already_refunded",
+                            None,
+                            "Refund amount exceeds the refundable amount.",
+                        ));
+                    }
+                    pi.amount_refunded += amount;
+                    refund_amount = amount;
+                    Ok(())
+                });
+                if status != 200 {
+                    return (status, out);
+                }
+                (
+                    200,
+                    json!({"id": id("re"), "object": "refund", "amount": refund_amount, "payment_intent": pi_id, "status": "succeeded"}),
+                )
+            }
+            (_, ["api", "v1", "stores", _store, rest @ ..]) => self.crypto(method, rest, body),
+            (
+                &Method::POST,
+                [
+                    "sandbox",
+                    "crypto",
+                    "invoices",
+                    id,
+                    action @ ("pay" | "expire"),
+                ],
+            ) => self.crypto_sandbox(id, action).await,
+            _ => error(
+                404,
+                "invalid_request_error",
+                "resource_missing",
+                None,
+                "Unrecognized request URL",
+            ),
+        }
+    }
+
+    // ---- crypto invoices (BTCPay Greenfield shape) ----------------------------------------
+
+    fn crypto_error(status: u16, code: &str, message: &str) -> (u16, Value) {
+        (status, json!({"code": code, "message": message}))
+    }
+
+    fn crypto(&self, method: &Method, rest: &[&str], body: &[u8]) -> (u16, Value) {
+        let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_secs();
+        for invoice in state.invoices.values_mut() {
+            if invoice.status == "New" && now > invoice.expiration {
+                invoice.status = "Expired";
+            }
+        }
+        match (method, rest) {
+            (&Method::POST, ["invoices"]) => {
+                let currency = json["currency"].as_str().unwrap_or("").to_string();
+                let Some(amount) = json["amount"]
+                    .as_str()
+                    .filter(|a| a.parse::<f64>().is_ok_and(|v| v > 0.0))
+                else {
+                    return Self::crypto_error(
+                        422,
+                        "validation",
+                        "amount must be a positive decimal string",
+                    );
+                };
+                if currency.len() != 3 {
+                    return Self::crypto_error(422, "validation", "currency is required");
+                }
+                let minutes = json["checkout"]["expirationMinutes"]
+                    .as_u64()
+                    .unwrap_or(15)
+                    .clamp(1, 24 * 60);
+                let invoice = Invoice {
+                    id: id("inv"),
+                    amount: amount.to_string(),
+                    currency,
+                    status: "New",
+                    additional: "None",
+                    refunded_minor: 0,
+                    created: now,
+                    expiration: now + minutes * 60,
+                };
+                let out = invoice.json();
+                state.invoices.insert(invoice.id.clone(), invoice);
+                (200, out)
+            }
+            (&Method::GET, ["invoices", id]) => match state.invoices.get(*id) {
+                Some(invoice) => (200, invoice.json()),
+                None => Self::crypto_error(404, "invoice-not-found", "invoice not found"),
+            },
+            (&Method::POST, ["invoices", id, "status"]) => match state.invoices.get_mut(*id) {
+                Some(invoice) if invoice.status == "New" && json["status"] == "Invalid" => {
+                    invoice.status = "Invalid";
+                    invoice.additional = "Marked";
+                    (200, invoice.json())
+                }
+                Some(_) => Self::crypto_error(
+                    422,
+                    "invalid-state",
+                    "invoice cannot be marked in its state",
+                ),
+                None => Self::crypto_error(404, "invoice-not-found", "invoice not found"),
+            },
+            (&Method::POST, ["invoices", invoice_id, "refund"]) => {
+                match state.invoices.get_mut(*invoice_id) {
+                    Some(invoice) if invoice.status == "Settled" => {
+                        let minor = |s: &str| {
+                            payment_plugin_kit::decimal::from_decimal(s, &invoice.currency)
+                        };
+                        let total = minor(&invoice.amount).unwrap_or(0);
+                        let Some(amount) = json["customAmount"]
+                            .as_str()
+                            .and_then(minor)
+                            .filter(|a| *a > 0)
+                        else {
+                            return Self::crypto_error(
+                                422,
+                                "validation",
+                                "customAmount must be a positive decimal string",
+                            );
+                        };
+                        if invoice.refunded_minor + amount > total {
+                            return Self::crypto_error(
+                                422,
+                                "validation",
+                                "refund exceeds the settled amount",
+                            );
+                        }
+                        invoice.refunded_minor += amount;
+                        (
+                            200,
+                            json!({"id": id("pp"), "amount": json["customAmount"], "currency": invoice.currency}),
+                        )
+                    }
+                    Some(_) => Self::crypto_error(
+                        422,
+                        "invalid-state",
+                        "only settled invoices can be refunded",
+                    ),
+                    None => Self::crypto_error(404, "invoice-not-found", "invoice not found"),
+                }
+            }
+            _ => Self::crypto_error(404, "not-found", "unrecognized request URL"),
+        }
+    }
+
+    /// The payer's side: settles or expires an invoice and delivers the signed webhook.
+    async fn crypto_sandbox(&self, invoice_id: &str, action: &str) -> (u16, Value) {
+        let (event, invoice) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(invoice) = state.invoices.get_mut(invoice_id) else {
+                return Self::crypto_error(404, "invoice-not-found", "invoice not found");
+            };
+            if invoice.status != "New" {
+                return Self::crypto_error(422, "invalid-state", "invoice is not open");
+            }
+            invoice.status = if action == "pay" {
+                "Settled"
+            } else {
+                "Expired"
+            };
+            let event = json!({
+                "deliveryId": id("dlv"),
+                "webhookId": "sandbox",
+                "isRedelivery": false,
+                "type": if action == "pay" { "InvoiceSettled" } else { "InvoiceExpired" },
+                "timestamp": now_secs(),
+                "storeId": "sandbox",
+                "invoiceId": invoice.id,
+            });
+            (event, invoice.json())
+        };
+        if let (Some(url), Some(secret)) = (
+            &self.config.crypto_webhook_url,
+            &self.config.crypto_webhook_secret,
+        ) {
+            let body = event.to_string();
+            let signature =
+                payment_plugin_kit::signature::header_value(secret, now_secs(), body.as_bytes());
+            if let Err(err) = deliver(url, &signature, body).await {
+                tracing::warn!(error = %err, "simulator: webhook delivery failed");
+                return (
+                    200,
+                    json!({"invoice": invoice, "event": event, "delivered": false}),
+                );
+            }
+        }
+        (
+            200,
+            json!({"invoice": invoice, "event": event, "delivered": self.config.crypto_webhook_url.is_some()}),
+        )
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let reply = |status: u16, body: Value| {
+            Ok(Response::builder()
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("static response parts"))
+        };
+        if self.config.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.config.latency_ms)).await;
+        }
+        if self.config.failure_rate > 0.0
+            && (OsRng.next_u32() as f64 / u32::MAX as f64) < self.config.failure_rate
+        {
+            let (s, b) = error(
+                503,
+                "api_error",
+                "service_unavailable",
+                None,
+                "simulated outage",
+            );
+            return reply(s, b);
+        }
+        let authorized = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("token "))
+            })
+            .is_some_and(|k| k == self.config.api_key);
+        // The sandbox routes play the payer (paying a crypto invoice): no merchant key.
+        let payer_side = req.uri().path().starts_with("/sandbox/");
+        if !authorized && !payer_side {
+            let (s, b) = error(
+                401,
+                "invalid_request_error",
+                "api_key_invalid",
+                None,
+                "Invalid API key provided.",
+            );
+            return reply(s, b);
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let key = req
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|k| format!("{method} {path} {k}"));
+        let Ok(body) = Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+        else {
+            let (s, b) = error(
+                400,
+                "invalid_request_error",
+                "body_too_large",
+                None,
+                "request too large",
+            );
+            return reply(s, b);
+        };
+        if let Some(key) = &key {
+            if let Some((s, b)) = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .idempotency
+                .get(key)
+                .cloned()
+            {
+                return reply(s, b);
+            }
+        }
+        let (status, out) = self.dispatch(&method, &path, &body).await;
+        if let Some(key) = key {
+            if status < 500 {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .idempotency
+                    .insert(key, (status, out.clone()));
+            }
+        }
+        reply(status, out)
+    }
+}
+
+/// Serves the card simulator on `listener` until the task is dropped.
+pub async fn serve(sim: Arc<Simulator>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sim = sim.clone();
+        let service = hyper::service::service_fn(move |req| sim.clone().handle(req));
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

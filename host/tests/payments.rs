@@ -1,0 +1,1040 @@
+//! The isolated payment host (`bazaar payments serve`) end to end: the real card plugin against
+//! the local card-network simulator, tokenization, the state machine, idempotency, webhooks, and
+//! the isolation of misbehaving plugins (fuel, memory, egress). Every log line the payment hosts
+//! print is kept and searched for card data at the end of each test.
+
+mod payments_support;
+use payments_support as common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const PANS: [&str; 4] = [
+    "4242424242424242",
+    "4000000000000002",
+    "4000000000009995",
+    "4100000000000019",
+];
+/// An unusual CVC so a grep for it cannot match by accident.
+const CVC: &str = "739";
+const WEBHOOK_SECRET: &str = "whsec_current_0123456789";
+const OLD_WEBHOOK_SECRET: &str = "whsec_previous_9876543210";
+const VAULT_KEYS: &str =
+    "k2=AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA,k1=ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct PaymentHost {
+    child: Child,
+    base: String,
+    sim: String,
+    dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for PaymentHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Options {
+    /// `allowed_outbound_hosts` of the card plugin; `None` = the simulator's origin.
+    card_allowed: Option<String>,
+    /// Configure the hostile test plugin as the `wallet` provider.
+    hostile_wallet: bool,
+    /// Configure the crypto provider (simulator delivers its webhooks to the host).
+    crypto: bool,
+    fuel: u64,
+    memory_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            card_allowed: None,
+            hostile_wallet: false,
+            crypto: false,
+            fuel: 2_000_000_000,
+            memory_bytes: 32 << 20,
+        }
+    }
+}
+
+fn start(options: Options) -> PaymentHost {
+    let card = common::build_wasm("payment-card");
+    let dir = tempfile::tempdir().unwrap();
+    let sim_port = free_port();
+    let host_port = free_port();
+    let sim = format!("http://127.0.0.1:{sim_port}");
+    let card_allowed = options.card_allowed.unwrap_or_else(|| sim.clone());
+    let mut config = format!(
+        r#"
+listen = "127.0.0.1:{host_port}"
+database = "sqlite:state/payments.db"
+vault_keys = "env:TEST_VAULT_KEYS"
+
+[limits]
+fuel = {fuel}
+memory_bytes = {memory}
+timeout_ms = 20000
+
+[simulator]
+listen = "127.0.0.1:{sim_port}"
+crypto_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/crypto"
+crypto_webhook_secret = "{WEBHOOK_SECRET}"
+
+[providers.card]
+component = "{card}"
+allowed_outbound_hosts = ["{card_allowed}"]
+[providers.card.settings]
+api_base = "{sim}"
+api_key = "sk_test_bazaar"
+webhook_secrets = "{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}"
+"#,
+        fuel = options.fuel,
+        memory = options.memory_bytes,
+        card = card.display(),
+    );
+    if options.hostile_wallet {
+        let hostile = common::build_wasm("payment-test-hostile");
+        config.push_str(&format!(
+            r#"
+[providers.wallet]
+component = "{}"
+allowed_outbound_hosts = ["{sim}"]
+[providers.wallet.settings]
+forbidden_url = "http://127.0.0.1:9/steal"
+"#,
+            hostile.display()
+        ));
+    }
+    if options.crypto {
+        let crypto = common::build_wasm("payment-crypto");
+        config.push_str(&format!(
+            r#"
+[providers.crypto]
+component = "{}"
+allowed_outbound_hosts = ["{sim}"]
+[providers.crypto.settings]
+api_base = "{sim}"
+api_key = "sk_test_bazaar"
+store_id = "sandbox"
+webhook_secrets = "{WEBHOOK_SECRET}"
+"#,
+            crypto.display()
+        ));
+    }
+    let path = dir.path().join("payments.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .args(["payments", "serve", "-c"])
+        .arg(&path)
+        .env("TEST_VAULT_KEYS", VAULT_KEYS)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let out = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("Payment host serving ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+            out.lock().unwrap().push(line);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let err = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            err.lock().unwrap().push(line);
+        }
+    });
+    let base = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(base) => base,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "payment host did not start:\n{}",
+                lines.lock().unwrap().join("\n")
+            );
+        }
+    };
+    PaymentHost {
+        child,
+        base,
+        sim,
+        dir,
+        lines,
+    }
+}
+
+impl PaymentHost {
+    fn logs(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("state/payments.db")
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        user: &str,
+        role: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = common::client();
+        let mut req = client
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path))
+            .header("x-bazaar-user-id", user)
+            .header("x-bazaar-role", role)
+            .header("x-bazaar-client-addr", "203.0.113.7");
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn save_card(&self, user: &str, number: &str) -> String {
+        let (status, body) = self
+            .call("POST", "/api/v1/payments/methods", user, "customer", None, Some(json!({
+                "number": number, "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "Ada Lovelace"
+            })))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["payment_method"].as_str().unwrap().to_string()
+    }
+
+    async fn pay(&self, user: &str, token: &str, amount: u64, key: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/api/v1/payments",
+            user,
+            "customer",
+            Some(key),
+            Some(json!({
+                "order_id": format!("ord_{key}"),
+                "amount": {"amount": amount, "currency": "EUR"},
+                "payment_method": token,
+            })),
+        )
+        .await
+    }
+
+    /// No card number or CVC in any log line, nor in the database file in clear text.
+    fn assert_no_card_data(&self) {
+        let logs = self.logs();
+        for pan in PANS {
+            assert!(!logs.contains(pan), "a card number appears in the logs");
+        }
+        for needle in [
+            format!("\"{CVC}\""),
+            format!("={CVC}"),
+            format!(": {CVC}"),
+            "\"cvc\":".to_string(),
+        ] {
+            assert!(
+                !logs.contains(&needle),
+                "the CVC appears in the logs: {needle}"
+            );
+        }
+        assert!(
+            !logs.contains(WEBHOOK_SECRET) && !logs.contains("sk_test_bazaar"),
+            "a secret appears in the logs"
+        );
+        assert!(
+            !logs.contains("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA"),
+            "the vault key appears in the logs"
+        );
+        for suffix in ["", "-wal"] {
+            let path = PathBuf::from(format!("{}{suffix}", self.db_path().display()));
+            if let Ok(bytes) = std::fs::read(&path) {
+                let text = String::from_utf8_lossy(&bytes);
+                for pan in PANS {
+                    assert!(
+                        !text.contains(pan),
+                        "a card number is stored in clear text in {}",
+                        path.display()
+                    );
+                }
+                assert!(!text.contains(&format!("\"{CVC}\"")));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn card_payment_authorize_capture_refund_and_illegal_transitions() {
+    let host = start(Options::default());
+    let (status, method) = host
+        .call("POST", "/api/v1/payments/methods", "u1", "customer", None, Some(json!({
+            "number": "4242 4242 4242 4242", "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "Ada Lovelace"
+        })))
+        .await;
+    assert_eq!(status, 201, "{method}");
+    assert_eq!(method["brand"], "visa");
+    assert_eq!(method["last4"], "4242");
+    assert_eq!(method["provider"], "card");
+    assert!(!method.to_string().contains("4242424242424242"));
+    let token = method["payment_method"].as_str().unwrap().to_string();
+
+    let (status, payment) = host.pay("u1", &token, 1000, "k-flow-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "authorized");
+    assert_eq!(
+        payment["amount"],
+        json!({"amount": 1000, "currency": "EUR"})
+    );
+    assert_eq!(payment["card"], json!({"brand": "visa", "last4": "4242"}));
+    let id = payment["id"].as_str().unwrap().to_string();
+
+    // Refund before capture and over-capture are refused.
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u1",
+            "customer",
+            None,
+            Some(json!({"amount": 1001})),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let (status, captured) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u1",
+            "customer",
+            None,
+            Some(json!({"amount": 600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!(captured["status"], "captured");
+    assert_eq!(captured["captured"]["amount"], 600);
+
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/void"),
+            "u1",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "a captured payment cannot be voided");
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "u1",
+            "customer",
+            None,
+            Some(json!({"amount": 100})),
+        )
+        .await;
+    assert_eq!(status, 403, "customers cannot refund");
+
+    let (status, partly) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            Some("r1"),
+            Some(json!({"amount": 200})),
+        )
+        .await;
+    assert_eq!(status, 200, "{partly}");
+    assert_eq!(partly["status"], "partially_refunded");
+    assert_eq!(partly["refunded"]["amount"], 200);
+    // A retried refund with the same key is replayed, not refunded twice.
+    let (status, again) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            Some("r1"),
+            Some(json!({"amount": 200})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["refunded"]["amount"], 200);
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            None,
+            Some(json!({"amount": 401})),
+        )
+        .await;
+    assert_eq!(status, 409, "cannot refund more than captured");
+    let (status, full) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["status"], "refunded");
+    assert_eq!(full["refunded"]["amount"], 600);
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin1",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Owner and admin can read it, nobody else; the admin also sees the fraud decision.
+    let (status, _) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u2",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, seen) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "admin1",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["fraud"]["decision"], "allow");
+    let (status, events) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}/events"),
+            "u1",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "payment.authorized",
+            "payment.captured",
+            "payment.refunded",
+            "payment.refunded"
+        ]
+    );
+
+    // Void path on a second payment; capture after void is refused.
+    let (_, second) = host.pay("u1", &token, 500, "k-flow-2").await;
+    let second_id = second["id"].as_str().unwrap();
+    let (status, voided) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{second_id}/void"),
+            "u1",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{voided}");
+    assert_eq!(voided["status"], "voided");
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{second_id}/capture"),
+            "u1",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Another user cannot pay with u1's card.
+    let (status, body) = host.pay("u2", &token, 500, "k-flow-3").await;
+    assert_eq!(status, 422, "{body}");
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn test_cards_decline_with_their_codes() {
+    let host = start(Options::default());
+    for (number, code) in [
+        ("4000000000000002", "generic_decline"),
+        ("4000000000009995", "insufficient_funds"),
+        ("4100000000000019", "fraudulent"),
+    ] {
+        let token = host.save_card("u-decline", number).await;
+        let (status, body) = host
+            .pay("u-decline", &token, 1500, &format!("decl-{code}"))
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["decline_code"], code);
+        let id = body["payment_id"].as_str().unwrap();
+        let (_, payment) = host
+            .call(
+                "GET",
+                &format!("/api/v1/payments/{id}"),
+                "u-decline",
+                "customer",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(payment["status"], "failed");
+        assert_eq!(payment["failure_code"], code);
+    }
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn idempotent_retries_replay_and_mismatches_are_rejected() {
+    let host = start(Options::default());
+    let token = host.save_card("u-idem", "4242424242424242").await;
+    let (s1, first) = host.pay("u-idem", &token, 700, "same-key").await;
+    let (s2, second) = host.pay("u-idem", &token, 700, "same-key").await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(
+        first["id"], second["id"],
+        "the retry must replay, not pay twice"
+    );
+    let (status, body) = host.pay("u-idem", &token, 701, "same-key").await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = host
+        .call("POST", "/api/v1/payments", "u-idem", "customer", None, Some(json!({"order_id": "o", "amount": {"amount": 1, "currency": "EUR"}, "payment_method": token})))
+        .await;
+    assert_eq!(status, 400, "Idempotency-Key is required");
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn tokenization_and_requests_are_validated() {
+    let host = start(Options::default());
+    let (status, body) = host
+        .call("POST", "/api/v1/payments/methods", "u", "customer", None, Some(json!({"number": "4242424242424241", "exp_month": 13, "exp_year": 2040, "cvc": "12", "name": ""})))
+        .await;
+    assert_eq!(status, 422);
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["number", "exp_month", "cvc", "name"]);
+    let (status, body) = host
+        .call("POST", "/api/v1/payments/methods", "u", "customer", None, Some(json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2020, "cvc": CVC, "name": "A"})))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"][0]["field"], "exp_year");
+
+    let client = common::client();
+    let url = format!("{}/api/v1/payments/methods", host.base);
+    let resp = client
+        .post(&url)
+        .header("x-bazaar-user-id", "u")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let resp = client
+        .post(&url)
+        .header("x-bazaar-user-id", "u")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let resp = client
+        .post(&url)
+        .header("x-bazaar-user-id", "u")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let (status, body) = host
+        .call("POST", "/api/v1/payments", "u", "customer", Some("v1"), Some(json!({"order_id": "", "amount": {"amount": -5, "currency": "euro"}, "payment_method": 7})))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"].as_array().unwrap().len(), 4, "{body}");
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn a_plugin_that_loops_forever_is_stopped_and_other_payments_succeed() {
+    let host = start(Options {
+        hostile_wallet: true,
+        fuel: 200_000_000,
+        ..Options::default()
+    });
+    let (status, wallet) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-iso",
+            "customer",
+            None,
+            Some(json!({"provider": "wallet"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{wallet}");
+    let wallet = wallet["payment_method"].as_str().unwrap().to_string();
+    let card = host.save_card("u-iso", "4242424242424242").await;
+
+    let hung = async {
+        host.call("POST", "/api/v1/payments", "u-iso", "customer", Some("hung"), Some(json!({
+            "order_id": "o-hung", "amount": {"amount": 100, "currency": "EUR"}, "payment_method": wallet, "description": "loop"
+        })))
+        .await
+    };
+    let healthy = async { host.pay("u-iso", &card, 100, "healthy").await };
+    let ((hung_status, hung_body), (ok_status, ok_body)) = tokio::join!(hung, healthy);
+    assert_eq!(ok_status, 201, "{ok_body}");
+    assert_eq!(ok_body["status"], "authorized");
+    assert_eq!(hung_status, 502, "{hung_body}");
+    let id = hung_body["payment_id"].as_str().unwrap();
+    let (_, payment) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-iso",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(payment["status"], "failed");
+    assert!(
+        host.logs().contains("fuel"),
+        "the log names the exhausted CPU budget"
+    );
+
+    // A memory bomb hits the cap and fails the same way; the host keeps serving.
+    let (status, body) = host.call("POST", "/api/v1/payments", "u-iso", "customer", Some("bomb"), Some(json!({
+        "order_id": "o-bomb", "amount": {"amount": 100, "currency": "EUR"}, "payment_method": wallet, "description": "alloc"
+    }))).await;
+    assert_eq!(status, 502, "{body}");
+    let (status, _) = host.pay("u-iso", &card, 100, "after-bomb").await;
+    assert_eq!(status, 201);
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn a_plugin_reaching_an_undeclared_host_is_denied() {
+    // The card plugin is pointed at the simulator but only allowed to reach another origin.
+    let host = start(Options {
+        card_allowed: Some("http://127.0.0.1:1".into()),
+        hostile_wallet: true,
+        ..Options::default()
+    });
+    let card = host.save_card("u-egress", "4242424242424242").await;
+    let (status, body) = host.pay("u-egress", &card, 100, "egress-card").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(host.logs().contains("plugin outbound request denied"));
+
+    let (_, wallet) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-egress",
+            "customer",
+            None,
+            Some(json!({"provider": "wallet"})),
+        )
+        .await;
+    let (status, body) = host.call("POST", "/api/v1/payments", "u-egress", "customer", Some("egress-wallet"), Some(json!({
+        "order_id": "o", "amount": {"amount": 100, "currency": "EUR"}, "payment_method": wallet["payment_method"], "description": "egress"
+    }))).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        host.logs().contains("egress_denied"),
+        "the plugin saw its request denied"
+    );
+    host.assert_no_card_data();
+}
+
+fn signed(secret: &str, timestamp: u64, body: &str) -> String {
+    payment_plugin_kit::signature::header_value(secret, timestamp, body.as_bytes())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_deduplicated_and_applied_once() {
+    let host = start(Options::default());
+    let token = host.save_card("u-hook", "4242424242424242").await;
+    let (_, payment) = host.pay("u-hook", &token, 900, "hook-pay").await;
+    let id = payment["id"].as_str().unwrap().to_string();
+    let (_, admin_view) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "admin",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    let reference = admin_view["provider_reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let event = json!({"id": "evt_1", "type": "payment_intent.canceled", "created": now_secs(), "data": {"object": {"id": reference}}}).to_string();
+    let client = common::client();
+    let url = format!("{}/webhooks/payments/card", host.base);
+    let post = |sig: String, body: String| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let r = client
+                .post(url)
+                .header("bazaar-signature", sig)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Tampered body, wrong secret, stale and future timestamps, missing signature: all 400.
+    let tampered = event.replace("evt_1", "evt_2");
+    assert_eq!(
+        post(signed(WEBHOOK_SECRET, now_secs(), &event), tampered)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(signed("whsec_wrong", now_secs(), &event), event.clone())
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(
+            signed(WEBHOOK_SECRET, now_secs() - 301, &event),
+            event.clone()
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            signed(WEBHOOK_SECRET, now_secs() + 301, &event),
+            event.clone()
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(post(String::new(), event.clone()).await.0, 400);
+    let (_, still) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-hook",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        still["status"], "authorized",
+        "rejected webhooks change nothing"
+    );
+
+    // Signed with the previous (rotating) secret: accepted and applied once.
+    let (status, body) = post(
+        signed(OLD_WEBHOOK_SECRET, now_secs(), &event),
+        event.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"], true);
+    let (status, body) = post(signed(WEBHOOK_SECRET, now_secs(), &event), event.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["duplicate"], true,
+        "a replayed event id is not applied again"
+    );
+    let (_, after) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-hook",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(after["status"], "voided");
+    let (_, events) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}/events"),
+            "u-hook",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    let voids = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "payment.voided")
+        .count();
+    assert_eq!(voids, 1);
+    // Unknown provider.
+    assert_eq!(
+        client
+            .post(format!("{}/webhooks/payments/nope", host.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn fraud_scoring_blocks_and_records_reasons() {
+    let host = start(Options::default());
+    let token = host.save_card("u-fraud", "4242424242424242").await;
+    // Velocity: several attempts within the hour from the same user, card and address, plus a
+    // new account and a card issued in the US shipping to Germany.
+    for i in 0..4 {
+        let (status, _) = host.pay("u-fraud", &token, 100, &format!("v{i}")).await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = host
+        .call("POST", "/api/v1/payments", "u-fraud", "customer", Some("risky"), Some(json!({
+            "order_id": "o-risky", "amount": {"amount": 90_000, "currency": "EUR"}, "payment_method": token,
+            "shipping_country": "DE", "account_age_days": 0
+        })))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["decline_code"], "fraud_blocked");
+    let id = body["payment_id"].as_str().unwrap();
+    let (_, seen) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "admin",
+            "admin",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seen["status"], "failed");
+    assert_eq!(seen["fraud"]["decision"], "block");
+    let rules: Vec<&str> = seen["fraud"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    for rule in [
+        "velocity_user",
+        "velocity_card",
+        "amount_vs_history",
+        "bin_country_mismatch",
+        "new_account",
+    ] {
+        assert!(rules.contains(&rule), "{rule} missing from {rules:?}");
+    }
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn crypto_invoice_is_settled_by_a_signed_webhook_and_refundable() {
+    let host = start(Options {
+        crypto: true,
+        ..Options::default()
+    });
+    let (status, method) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-btc",
+            "customer",
+            None,
+            Some(json!({"provider": "crypto"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{method}");
+    assert!(method.get("last4").is_none());
+    let token = method["payment_method"].as_str().unwrap().to_string();
+    let (status, payment) = host.pay("u-btc", &token, 2500, "btc-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "requires_authorization");
+    let link = payment["next_action"].as_str().unwrap().to_string();
+    assert!(link.starts_with("/sandbox/crypto/invoices/inv_"), "{link}");
+    let id = payment["id"].as_str().unwrap().to_string();
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-btc",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "an unpaid invoice cannot be captured");
+
+    // The payer pays; the simulator delivers the signed InvoiceSettled webhook to the host.
+    let paid = common::client()
+        .post(format!("{}{link}/pay", host.sim))
+        .send()
+        .await
+        .unwrap();
+    let paid: Value = paid.json().await.unwrap();
+    assert_eq!(paid["delivered"], true, "{paid}");
+    let (_, settled) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-btc",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(settled["status"], "captured", "{settled}");
+    assert_eq!(settled["captured"]["amount"], 2500);
+    let (status, refunded) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin",
+            "admin",
+            None,
+            Some(json!({"amount": 1000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["status"], "partially_refunded");
+    assert_eq!(refunded["refunded"]["amount"], 1000);
+
+    // An invoice that lapses is voided by its webhook.
+    let (_, second) = host.pay("u-btc", &token, 900, "btc-2").await;
+    let link = second["next_action"].as_str().unwrap();
+    let expired: Value = common::client()
+        .post(format!("{}{link}/expire", host.sim))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(expired["delivered"], true);
+    let (_, lapsed) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{}", second["id"].as_str().unwrap()),
+            "u-btc",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(lapsed["status"], "voided");
+    host.assert_no_card_data();
+}
