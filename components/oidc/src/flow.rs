@@ -827,3 +827,385 @@ fn identity(
         name,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::Signer as _;
+    use serde_json::json;
+
+    use super::*;
+    use crate::pending::LOGIN_TTL_MS;
+
+    #[derive(Default)]
+    struct MemoryStore(RefCell<HashMap<String, Vec<u8>>>);
+
+    impl Store for MemoryStore {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.0.borrow_mut().insert(key.into(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.0.borrow_mut().remove(key);
+            Ok(())
+        }
+        fn keys(&self) -> Result<Vec<String>, String> {
+            Ok(self.0.borrow().keys().cloned().collect())
+        }
+    }
+
+    /// Answers each request from a table of `(method, url without query)` → (status, JSON),
+    /// recording every request.
+    struct ScriptedHttp {
+        answers: HashMap<(String, String), (u16, Value)>,
+        seen: RefCell<Vec<http::Request<Vec<u8>>>>,
+    }
+
+    impl ScriptedHttp {
+        fn new(answers: &[(&str, &str, u16, Value)]) -> ScriptedHttp {
+            ScriptedHttp {
+                answers: answers
+                    .iter()
+                    .map(|(m, u, s, v)| ((m.to_string(), u.to_string()), (*s, v.clone())))
+                    .collect(),
+                seen: RefCell::default(),
+            }
+        }
+        fn count(&self, url: &str) -> usize {
+            self.seen.borrow().iter().filter(|r| r.uri() == url).count()
+        }
+        fn body_of(&self, url: &str) -> Vec<u8> {
+            let seen = self.seen.borrow();
+            seen.iter()
+                .rev()
+                .find(|r| r.uri() == url)
+                .unwrap()
+                .body()
+                .clone()
+        }
+    }
+
+    impl Outbound for ScriptedHttp {
+        async fn send(
+            &self,
+            request: http::Request<Vec<u8>>,
+        ) -> Result<http::Response<Vec<u8>>, String> {
+            let key = (request.method().to_string(), request.uri().to_string());
+            self.seen.borrow_mut().push(request);
+            let (status, body) = self
+                .answers
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| format!("no answer scripted for {key:?}"))?;
+            let mut response = http::Response::new(body.to_string().into_bytes());
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            Ok(response)
+        }
+    }
+
+    struct TestClock(Cell<i64>);
+
+    impl Clock for TestClock {
+        fn now_millis(&self) -> i64 {
+            self.0.get()
+        }
+    }
+
+    const NOW_MS: i64 = 1_800_000_000_000;
+    const ISSUER: &str = "https://idp.example";
+
+    fn config() -> Config {
+        Config::parse(
+            &json!({
+                "gh": {"kind": "github", "client_id": "gh-id", "client_secret": "gh-secret"},
+                "idp": {"issuer": ISSUER, "client_id": "rp", "client_secret": "rp-secret"},
+            })
+            .to_string(),
+            "https://shop.example",
+        )
+        .unwrap()
+    }
+
+    fn tokens() -> Value {
+        json!({"access_token": "bazaar-a", "refresh_token": "bazaar-r", "token_type": "Bearer", "expires_in": 900})
+    }
+
+    struct Harness {
+        config: Config,
+        store: MemoryStore,
+        http: ScriptedHttp,
+        clock: TestClock,
+        log: Logger,
+    }
+
+    impl Harness {
+        fn new(answers: &[(&str, &str, u16, Value)]) -> Harness {
+            Harness {
+                config: config(),
+                store: MemoryStore::default(),
+                http: ScriptedHttp::new(answers),
+                clock: TestClock(Cell::new(NOW_MS)),
+                log: Logger::new("oidc-test"),
+            }
+        }
+        fn flow(&self) -> Flow<'_, MemoryStore, ScriptedHttp, TestClock> {
+            Flow {
+                config: &self.config,
+                store: &self.store,
+                outbound: &self.http,
+                clock: &self.clock,
+                log: &self.log,
+                request_id: "req-1",
+            }
+        }
+        /// `start`, returning (state, nonce, cookie value, code_challenge).
+        fn start(&self, provider: &str) -> (String, Option<String>, String, String) {
+            let redirect = futures::executor::block_on(self.flow().start(provider)).unwrap();
+            let query = redirect.location.split_once('?').unwrap().1.to_owned();
+            let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            let cookie = redirect.set_cookie.split(';').next().unwrap();
+            let cookie = cookie.split_once('=').unwrap().1.to_owned();
+            (
+                params["state"].clone(),
+                params.get("nonce").cloned(),
+                cookie,
+                params["code_challenge"].clone(),
+            )
+        }
+        fn callback(&self, provider: &str, state: &str, cookie: &str) -> Result<Relayed, Problem> {
+            let params = CallbackParams {
+                state: Some(state.into()),
+                code: Some("the-code".into()),
+                ..Default::default()
+            };
+            let header = format!("__Host-bazaar_oidc={cookie}");
+            futures::executor::block_on(self.flow().callback(provider, &params, &[&header]))
+        }
+    }
+
+    fn sent_identity(h: &Harness) -> Value {
+        serde_json::from_slice(&h.http.body_of(USERS_LOGIN_URL)).unwrap()
+    }
+
+    #[test]
+    fn github_login_uses_the_numeric_id_and_the_primary_email() {
+        let h = Harness::new(&[
+            (
+                "POST",
+                "https://github.com/login/oauth/access_token",
+                200,
+                json!({"access_token": "gho_x", "token_type": "bearer", "scope": "read:user,user:email"}),
+            ),
+            (
+                "GET",
+                "https://api.github.com/user",
+                200,
+                json!({"id": 583231, "login": "octocat", "name": null}),
+            ),
+            (
+                "GET",
+                "https://api.github.com/user/emails",
+                200,
+                json!([
+                {"email": "old@example.com", "primary": false, "verified": true},
+                {"email": "octo@example.com", "primary": true, "verified": true}]),
+            ),
+            ("POST", USERS_LOGIN_URL, 200, tokens()),
+        ]);
+        let (state, nonce, cookie, challenge) = h.start("gh");
+        assert_eq!(nonce, None, "GitHub has no ID token, so no nonce");
+        let relayed = h.callback("gh", &state, &cookie).unwrap();
+        assert_eq!(relayed.status, 200);
+        assert_eq!(
+            sent_identity(&h),
+            json!({"provider": "gh", "subject": "583231", "email": "octo@example.com",
+                   "email_verified": true, "name": "octocat"})
+        );
+        // client_secret_post, with the PKCE verifier that hashes to the challenge.
+        let form: HashMap<String, String> = form_urlencoded::parse(
+            &h.http
+                .body_of("https://github.com/login/oauth/access_token"),
+        )
+        .into_owned()
+        .collect();
+        assert_eq!(form["client_secret"], "gh-secret");
+        assert_eq!(
+            form["redirect_uri"],
+            "https://shop.example/auth/oidc/gh/callback"
+        );
+        assert_eq!(crate::pkce::sha256_b64(&form["code_verifier"]), challenge);
+        // GitHub's 200-with-error answer is a refusal, not a success.
+        let h = Harness::new(&[(
+            "POST",
+            "https://github.com/login/oauth/access_token",
+            200,
+            json!({"error": "bad_verification_code"}),
+        )]);
+        let (state, _, cookie, _) = h.start("gh");
+        let problem = h.callback("gh", &state, &cookie).unwrap_err();
+        assert_eq!(problem.status, 401);
+        assert_eq!(h.http.count(USERS_LOGIN_URL), 0);
+    }
+
+    fn discovery_answers(
+        jwks: Value,
+        token_response: Value,
+    ) -> Vec<(&'static str, &'static str, u16, Value)> {
+        vec![
+            (
+                "GET",
+                "https://idp.example/.well-known/openid-configuration",
+                200,
+                json!({
+                "issuer": ISSUER,
+                "authorization_endpoint": "https://idp.example/auth",
+                "token_endpoint": "https://idp.example/token",
+                "userinfo_endpoint": "https://idp.example/userinfo",
+                "jwks_uri": "https://idp.example/jwks"}),
+            ),
+            ("GET", "https://idp.example/jwks", 200, jwks),
+            ("POST", "https://idp.example/token", 200, token_response),
+            (
+                "GET",
+                "https://idp.example/userinfo",
+                200,
+                json!({"sub": "s-1", "email": "lin@example.com", "email_verified": "true", "name": "Lin"}),
+            ),
+            ("POST", USERS_LOGIN_URL, 200, tokens()),
+        ]
+    }
+
+    fn es256(key: &SigningKey, claims: &Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "ec"}).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{header}.{payload}");
+        let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    fn ec_jwks(key: &SigningKey) -> Value {
+        let point = key.verifying_key().to_encoded_point(false);
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ec",
+            "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            "y": URL_SAFE_NO_PAD.encode(point.y().unwrap())}]})
+    }
+
+    /// Runs one OIDC login whose ID token has `claims` (with the login's nonce filled in).
+    fn oidc_login(mut claims: Value) -> (Harness, Result<Relayed, Problem>) {
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        // The token endpoint's answer depends on the nonce, known only after `start`; script
+        // it with a placeholder and patch the table below.
+        let mut h = Harness::new(&discovery_answers(ec_jwks(&key), Value::Null));
+        let (state, nonce, cookie, _) = h.start("idp");
+        if claims.get("nonce").is_none() {
+            claims["nonce"] = nonce.unwrap().into();
+        }
+        h.http.answers.insert(
+            ("POST".into(), "https://idp.example/token".into()),
+            (200, json!({"access_token": "at", "token_type": "Bearer", "id_token": es256(&key, &claims)})),
+        );
+        let result = h.callback("idp", &state, &cookie);
+        (h, result)
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISSUER, "aud": "rp", "sub": "s-1", "iat": NOW_MS / 1000, "exp": NOW_MS / 1000 + 300})
+    }
+
+    #[test]
+    fn oidc_login_takes_email_from_userinfo_when_the_id_token_has_none() {
+        let (h, result) = oidc_login(claims());
+        assert_eq!(result.unwrap().status, 200);
+        assert_eq!(
+            sent_identity(&h),
+            json!({"provider": "idp", "subject": "s-1", "email": "lin@example.com",
+                   "email_verified": true, "name": "Lin"})
+        );
+        // client_secret_basic by default (the document lists no methods).
+        let seen = h.http.seen.borrow();
+        let token_request = seen
+            .iter()
+            .find(|r| r.uri() == "https://idp.example/token")
+            .unwrap();
+        assert!(
+            token_request.headers()["authorization"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic ")
+        );
+        drop(seen);
+        // Discovery is cached: a second start does not fetch it again.
+        h.start("idp");
+        assert_eq!(
+            h.http
+                .count("https://idp.example/.well-known/openid-configuration"),
+            1
+        );
+    }
+
+    #[test]
+    fn oidc_login_refuses_a_foreign_nonce_or_audience() {
+        let mut c = claims();
+        c["nonce"] = "someone-elses".into();
+        let (h, result) = oidc_login(c);
+        let problem = result.unwrap_err();
+        assert_eq!(problem.status, 401);
+        assert_eq!(
+            problem.type_uri,
+            "https://bazaar.dev/problems/oidc-invalid-id-token"
+        );
+        assert_eq!(h.http.count(USERS_LOGIN_URL), 0);
+
+        let mut c = claims();
+        c["aud"] = "another-rp".into();
+        let (_, result) = oidc_login(c);
+        assert_eq!(result.unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn expired_pending_login_is_refused_and_swept() {
+        let h = Harness::new(&discovery_answers(json!({"keys": []}), Value::Null));
+        let (state, _, cookie, _) = h.start("idp");
+        let (_, _, _, _) = h.start("idp");
+        h.clock.0.set(NOW_MS + LOGIN_TTL_MS);
+        let problem = h.callback("idp", &state, &cookie).unwrap_err();
+        assert_eq!(problem.status, 401);
+        assert_eq!(
+            problem.type_uri,
+            "https://bazaar.dev/problems/oidc-invalid-state"
+        );
+        assert_eq!(h.http.count("https://idp.example/token"), 0);
+        // The first was deleted by its callback; the sweep removes the other, keeps caches.
+        assert_eq!(h.flow().sweep_expired().unwrap(), 1);
+        assert!(
+            h.store
+                .keys()
+                .unwrap()
+                .iter()
+                .all(|k| !k.starts_with("state:"))
+        );
+        assert!(
+            h.store
+                .keys()
+                .unwrap()
+                .iter()
+                .any(|k| k.starts_with("discovery:"))
+        );
+    }
+
+    #[test]
+    fn unknown_provider_is_404() {
+        let h = Harness::new(&[]);
+        let problem = futures::executor::block_on(h.flow().start("nope")).unwrap_err();
+        assert_eq!(problem.status, 404);
+    }
+}
