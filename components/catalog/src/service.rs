@@ -26,6 +26,8 @@ pub const COMPONENT: &str = "catalog";
 pub const CHANNEL: &str = "products";
 /// Events published per call of `publish_pending` (after a write, and per job run).
 const PUBLISH_BATCH: u32 = 100;
+/// Most events one run of the outbox job publishes.
+const JOB_MAX_EVENTS: usize = 1000;
 /// Immutable, content-addressed objects may be cached for a year.
 const IMAGE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
@@ -207,7 +209,21 @@ impl Handler<'_> {
 
     fn outbox_job(&self) -> Result<Response, Problem> {
         let db = self.migrated_db()?;
-        match outbox::publish_pending(&db, &self.config.redis_address, PUBLISH_BATCH) {
+        let mut published = 0;
+        // Drain a backlog (after an outage) in a few batches per run, bounded so one run stays
+        // short; the rest goes in the next run.
+        let outcome = loop {
+            match outbox::publish_pending(&db, &self.config.redis_address, PUBLISH_BATCH) {
+                Ok(n) => {
+                    published += n;
+                    if n < PUBLISH_BATCH as usize || published >= JOB_MAX_EVENTS {
+                        break Ok(published);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match outcome {
             Ok(published) => {
                 if published > 0 {
                     self.ctx
