@@ -1,50 +1,84 @@
-//! The repository's real `spin.toml` and `gateway` component, run by `bazaar up` over HTTP.
+//! The gateway inside the real shop (the repository's `spin.toml` and `runtime-config.toml`, every
+//! component freshly built), run by `bazaar up` over HTTP: health, request ids, routing errors
+//! and proxying through service chaining.
 
 mod common;
 
-use common::{build_wasm, client, runner, workspace_root};
+use common::{client, shop};
 use serde_json::Value;
 
-/// The repository manifest with the gateway's `source` pointed at the test build, plus extra
-/// TOML (e.g. stand-in upstream services) appended.
-fn shop_manifest(extra: &str) -> String {
-    let manifest = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
-    let gateway = build_wasm("gateway");
-    let manifest = manifest.replace(
-        "target/wasm32-wasip2/release/gateway.wasm",
-        &gateway.display().to_string(),
-    );
-    assert!(
-        manifest.contains(&gateway.display().to_string()),
-        "spin.toml no longer sources the gateway from its build output"
-    );
-    format!("{manifest}\n{extra}")
-}
-
-/// A stand-in `catalog` service: the probe fixture on a private route.
-const CATALOG_STAND_IN: &str = r#"
+/// A stand-in `orders` service (not built yet; the gateway's table already routes
+/// `/api/v1/orders*` to that id): the probe fixture on a private route, echoing what it received.
+const ORDERS_STAND_IN: &str = r#"
 [[trigger.http]]
 route = { private = true }
-component = "catalog"
-[component.catalog]
+component = "orders"
+[component.orders]
 source = "{probe}"
 "#;
 
+/// The default upstreams plus the stand-in.
+fn with_orders() -> String {
+    "gateway_upstreams=users,catalog,oidc,carts,inventory,orders".to_owned()
+}
+
 #[tokio::test]
-async fn health_endpoints_answer() {
-    let app = runner(&shop_manifest("")).start();
+async fn health_endpoints_answer_and_readiness_covers_the_real_upstreams() {
+    let app = shop("").start();
     let response = client().get(app.url("/health/live")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
     let response = client().get(app.url("/health/ready")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
+    let status = response.status();
     let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok", "{body}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in ["config", "upstream:users", "upstream:catalog", "store"] {
+        assert!(names.contains(&expected), "{expected} missing: {body}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_when_an_upstream_is_missing() {
+    // `orders` is listed but no such component exists: its probe fails, so the shop is not ready.
+    let app = shop("")
+        .arg("--variable")
+        .arg("gateway_upstreams=users,orders")
+        .start();
+    let response = client().get(app.url("/health/ready")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    let orders = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "upstream:orders")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(orders["status"], "fail", "{body}");
+    let users = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "upstream:users")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(users["status"], "ok", "{body}");
 }
 
 #[tokio::test]
 async fn request_ids_are_kept_when_valid_and_replaced_when_not() {
-    let app = runner(&shop_manifest("")).start();
+    let app = shop("").start();
     let response = client()
         .get(app.url("/health/live"))
         .header("x-request-id", "abc-123.X_y")
@@ -85,9 +119,15 @@ async fn request_ids_are_kept_when_valid_and_replaced_when_not() {
 }
 
 #[tokio::test]
-async fn unknown_routes_and_unconfigured_services_are_problem_json_404() {
-    let app = runner(&shop_manifest("")).start();
-    for path in ["/nope", "/api/v1/products", "/api/v1/unknown-service/x"] {
+async fn unknown_routes_internal_paths_and_unconfigured_services_are_problem_json_404() {
+    let app = shop("").start();
+    for path in [
+        "/nope",
+        "/api/v1/analytics/sales",
+        "/api/v1/unknown-service/x",
+        "/internal/jwks",
+        "/internal/admin/migrate",
+    ] {
         let response = client().get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
         assert_eq!(
@@ -102,16 +142,23 @@ async fn unknown_routes_and_unconfigured_services_are_problem_json_404() {
     let response = client().post(app.url("/health/live")).send().await.unwrap();
     assert_eq!(response.status(), 405);
     assert!(response.headers().contains_key("allow"));
+    // (`%2e%2e` itself would be normalised away by the client's URL parser.)
+    let response = client()
+        .get(app.url("/api/v1/users/..%2Forders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 }
 
 #[tokio::test]
 async fn api_requests_are_proxied_through_service_chaining() {
-    let app = runner(&shop_manifest(CATALOG_STAND_IN))
+    let app = shop(ORDERS_STAND_IN)
         .arg("--variable")
-        .arg("gateway_upstreams=catalog")
+        .arg(&with_orders())
         .start();
     let response = client()
-        .post(app.url("/api/v1/products?q=lamp&limit=2"))
+        .post(app.url("/api/v1/orders?q=lamp&limit=2"))
         .header("x-request-id", "req-42")
         .header("x-bazaar-user-id", "forged-admin")
         .header("content-type", "application/json")
@@ -124,17 +171,17 @@ async fn api_requests_are_proxied_through_service_chaining() {
     let seen: Value = response.json().await.unwrap();
     assert_eq!(seen["method"], "POST", "{seen}");
     assert_eq!(
-        seen["path_with_query"], "/api/v1/products?q=lamp&limit=2",
+        seen["path_with_query"], "/api/v1/orders?q=lamp&limit=2",
         "{seen}"
     );
-    assert_eq!(seen["authority"], "catalog.spin.internal", "{seen}");
+    assert_eq!(seen["authority"], "orders.spin.internal", "{seen}");
     assert_eq!(seen["body_len"], 15, "{seen}");
     assert_eq!(seen["headers"]["x-request-id"], "req-42", "{seen}");
     assert!(
         seen["headers"].get("x-bazaar-user-id").is_none(),
         "identity headers from outside must be dropped: {seen}"
     );
-    // Readiness now depends on the catalog answering its liveness route.
+    // Readiness now also depends on the stand-in answering its liveness route.
     let ready: Value = client()
         .get(app.url("/health/ready"))
         .send()
@@ -144,4 +191,12 @@ async fn api_requests_are_proxied_through_service_chaining() {
         .await
         .unwrap();
     assert_eq!(ready["status"], "ok", "{ready}");
+    assert!(
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "upstream:orders" && c["status"] == "ok"),
+        "{ready}"
+    );
 }
