@@ -224,7 +224,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // The local release phase: schemas are current before the first request is served.
     if !args.no_migrate {
         for migrated in crate::admin::migrate_all(&app, &trigger).await? {
-            println!("Migrated {}: {}", migrated["component"], migrated["result"]);
+            let component = migrated["component"].as_str().unwrap_or_default();
+            println!("Migrated {component}: {}", migrated["result"]);
         }
     }
     let redis_trigger = RedisTrigger::new(app.clone())?;
