@@ -222,6 +222,18 @@ async fn isolated_start_redirects_with_pkce_state_and_nonce() {
         "https://bazaar.dev/problems/oidc-unknown-provider"
     );
 
+    // Liveness (the gateway's readiness probe) and the expired-login sweep job: the two
+    // logins above are still pending, so nothing is removed.
+    let (status, body, _) = callback(&app.base, "/health/live", None).await;
+    assert_eq!(status, 200, "{body}");
+    let response = browser()
+        .post(app.url("/internal/jobs/expire-logins"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["removed"], 0);
+
     let response = browser()
         .post(app.url("/auth/oidc/local/start"))
         .send()
