@@ -431,3 +431,73 @@ pub fn engine(db: &Database) -> &'static str {
         Dialect::Postgres => "postgres",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::discount::current_price;
+
+    /// `CURRENT_PRICE_SQL` and `domain::discount::current_price` must agree everywhere, or
+    /// price filters and sorts would disagree with the prices shown.
+    #[test]
+    fn sql_and_rust_prices_agree() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let sql = format!(
+            "SELECT {CURRENT_PRICE_SQL} FROM (SELECT ?3 AS list_amount, ?4 AS discount_percent, \
+             ?5 AS discount_amount, ?6 AS discount_starts_at, ?7 AS discount_ends_at)"
+        )
+        // Bind the instant by number, as both `?` of the expression take the same value.
+        .replacen("<= ?", "<= ?1", 1)
+        .replacen("> ?", "> ?2", 1);
+        let eur = Currency::parse("EUR").unwrap();
+        let now = 1_000_000;
+        let reductions = [
+            None,
+            Some(Reduction::Percent(1)),
+            Some(Reduction::Percent(15)),
+            Some(Reduction::Percent(33)),
+            Some(Reduction::Percent(100)),
+            Some(Reduction::Amount(1)),
+            Some(Reduction::Amount(999)),
+            Some(Reduction::Amount(5000)),
+        ];
+        let windows = [
+            (None, None),
+            (Some(now), None),
+            (Some(now + 1), None),
+            (None, Some(now)),
+            (None, Some(now + 1)),
+            (Some(now - 10), Some(now + 10)),
+        ];
+        let mut checked = 0;
+        for list in [0, 1, 99, 999, 1000, 4999, 123_456_789, MAX_LIST] {
+            let list_price = Money::new(list, eur).unwrap();
+            for reduction in reductions {
+                for (starts, ends) in windows {
+                    let discount = reduction.map(|r| Discount::new(r, starts, ends).unwrap());
+                    let (percent, amount) = match reduction {
+                        Some(Reduction::Percent(p)) => (Some(i64::from(p)), None),
+                        Some(Reduction::Amount(a)) => (None, Some(a)),
+                        None => (None, None),
+                    };
+                    let from_sql: i64 = db
+                        .query_row(
+                            &sql,
+                            rusqlite::params![now, now, list, percent, amount, starts, ends],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    let from_rust = current_price(&list_price, discount.as_ref(), now).amount();
+                    assert_eq!(
+                        from_sql, from_rust,
+                        "list {list}, {reduction:?}, {starts:?}..{ends:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 8 * 8 * 6);
+    }
+
+    const MAX_LIST: i64 = crate::domain::money::MAX_AMOUNT;
+}

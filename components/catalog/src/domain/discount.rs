@@ -9,7 +9,7 @@
 //! * the price never goes below zero (an amount discount can outlive a later list-price cut).
 //!
 //! The same formula is written once more in SQL (`store::CURRENT_PRICE_SQL`) so price filters
-//! and sorts agree with what the product shows; `tests::sql_and_rust_agree` documents the cases.
+//! and sorts agree with what the product shows; `store::tests::sql_and_rust_prices_agree` checks it.
 
 use bazaar_platform::FieldError;
 use bazaar_platform::time::{millis_to_rfc3339, parse_rfc3339};
