@@ -123,6 +123,8 @@ pub enum ReservationState {
     Committed,
     Released,
     Expired,
+    /// Committed units put back on the shelf (an order cancelled after payment).
+    Returned,
 }
 
 impl ReservationState {
@@ -132,6 +134,7 @@ impl ReservationState {
             ReservationState::Committed => "committed",
             ReservationState::Released => "released",
             ReservationState::Expired => "expired",
+            ReservationState::Returned => "returned",
         }
     }
 
@@ -141,6 +144,7 @@ impl ReservationState {
             "committed" => ReservationState::Committed,
             "released" => ReservationState::Released,
             "expired" => ReservationState::Expired,
+            "returned" => ReservationState::Returned,
             _ => return None,
         })
     }
@@ -160,7 +164,7 @@ pub enum Transition {
 pub fn commit_transition(state: ReservationState) -> Transition {
     match state {
         ReservationState::Held => Transition::Apply,
-        ReservationState::Committed => Transition::AlreadyDone,
+        ReservationState::Committed | ReservationState::Returned => Transition::AlreadyDone,
         ReservationState::Released | ReservationState::Expired => Transition::Illegal,
     }
 }
@@ -169,8 +173,18 @@ pub fn release_transition(state: ReservationState) -> Transition {
     match state {
         ReservationState::Held => Transition::Apply,
         ReservationState::Released | ReservationState::Expired => Transition::AlreadyDone,
-        // Committed stock has left the shelf; returning it is a restock (PUT on_hand).
-        ReservationState::Committed => Transition::Illegal,
+        // Committed stock has left the shelf; putting it back is a return.
+        ReservationState::Committed | ReservationState::Returned => Transition::Illegal,
+    }
+}
+
+pub fn return_transition(state: ReservationState) -> Transition {
+    match state {
+        ReservationState::Committed => Transition::Apply,
+        ReservationState::Returned => Transition::AlreadyDone,
+        ReservationState::Held | ReservationState::Released | ReservationState::Expired => {
+            Transition::Illegal
+        }
     }
 }
 
@@ -256,7 +270,11 @@ mod tests {
         assert_eq!(release_transition(Released), Transition::AlreadyDone);
         assert_eq!(release_transition(Expired), Transition::AlreadyDone);
         assert_eq!(release_transition(Committed), Transition::Illegal);
-        for s in [Held, Committed, Released, Expired] {
+        assert_eq!(return_transition(Committed), Transition::Apply);
+        assert_eq!(return_transition(Returned), Transition::AlreadyDone);
+        assert_eq!(return_transition(Held), Transition::Illegal);
+        assert_eq!(commit_transition(Returned), Transition::AlreadyDone);
+        for s in [Held, Committed, Released, Expired, Returned] {
             assert_eq!(ReservationState::parse(s.as_str()), Some(s));
         }
     }

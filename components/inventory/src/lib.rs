@@ -6,7 +6,7 @@
 //!
 //! Internal (service chaining only; the gateway never forwards `/internal/`):
 //! `POST /internal/reservations` (all-or-nothing, idempotent by reservation id),
-//! `GET /internal/reservations/{id}`, `POST /internal/reservations/{id}/commit|release`,
+//! `GET /internal/reservations/{id}`, `POST /internal/reservations/{id}/commit|release|return`,
 //! `GET /internal/events?after=<position>` (catch-up), jobs `POST /internal/jobs/expire` and
 //! `POST /internal/jobs/outbox`, and `POST /internal/admin/migrate`.
 //!
@@ -173,15 +173,15 @@ fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
                 "internal",
                 "reservations",
                 id,
-                action @ ("commit" | "release"),
+                action @ ("commit" | "release" | "return"),
             ],
         ) => {
             let id = id_segment(id, "reservation")?;
             let db = open_db()?;
-            let view = if *action == "commit" {
-                store::commit(&db, id, Some(&ctx.request_id))?
-            } else {
-                store::release(&db, id, Some(&ctx.request_id))?
+            let view = match *action {
+                "commit" => store::commit(&db, id, Some(&ctx.request_id))?,
+                "release" => store::release(&db, id, Some(&ctx.request_id))?,
+                _ => store::return_stock(&db, id, Some(&ctx.request_id))?,
             };
             publish(ctx, &db);
             Ok(ctx.json(200, &view))

@@ -436,10 +436,10 @@ pub fn reserve(
 fn finish(
     db: &Database,
     id: &str,
-    commit: bool,
     end_state: ReservationState,
     request_id: Option<&str>,
 ) -> Result<ReservationView, Problem> {
+    let commit = end_state == ReservationState::Committed;
     let now = bazaar_platform::time::now_millis();
     let row = db
         .query_opt(
@@ -452,10 +452,10 @@ fn finish(
         .ok_or_else(|| Problem::not_found("No such reservation"))?;
     let state = ReservationState::parse(&row.text("state")?)
         .ok_or_else(|| Problem::internal("Unknown reservation state"))?;
-    let transition = if commit {
-        domain::commit_transition(state)
-    } else {
-        domain::release_transition(state)
+    let transition = match end_state {
+        ReservationState::Committed => domain::commit_transition(state),
+        ReservationState::Returned => domain::return_transition(state),
+        _ => domain::release_transition(state),
     };
     match transition {
         Transition::AlreadyDone => {}
@@ -463,7 +463,7 @@ fn finish(
             return Err(Problem::conflict(format!(
                 "The reservation is {}; it cannot be {}",
                 state.as_str(),
-                if commit { "committed" } else { "released" }
+                end_state.as_str()
             )));
         }
         Transition::Apply => {
@@ -480,7 +480,14 @@ fn finish(
                     line.product_id.clone().into(),
                     line.warehouse_id.clone().into(),
                 ];
-                if commit {
+                if end_state == ReservationState::Returned {
+                    // Back on the shelf of the warehouse they left.
+                    db.execute(
+                        "UPDATE stock SET on_hand = on_hand + ?, updated_at = ? \
+                         WHERE product_id = ? AND warehouse_id = ?",
+                        &[&[line.quantity.into()][..], &target[..]].concat(),
+                    )?;
+                } else if commit {
                     // Sold: the units leave both the shelf and the reservation.
                     db.execute(
                         "UPDATE stock SET on_hand = on_hand - ?, reserved = reserved - ?, \
@@ -510,6 +517,7 @@ fn finish(
                     event_type: match end_state {
                         ReservationState::Committed => "inventory.committed",
                         ReservationState::Expired => "inventory.expired",
+                        ReservationState::Returned => "inventory.returned",
                         _ => "inventory.released",
                     },
                     source: SOURCE,
@@ -535,7 +543,16 @@ pub fn commit(
     id: &str,
     request_id: Option<&str>,
 ) -> Result<ReservationView, Problem> {
-    db.transaction(|db| finish(db, id, true, ReservationState::Committed, request_id))
+    db.transaction(|db| finish(db, id, ReservationState::Committed, request_id))
+}
+
+/// Puts a committed reservation's units back on the shelf (order cancelled after payment).
+pub fn return_stock(
+    db: &Database,
+    id: &str,
+    request_id: Option<&str>,
+) -> Result<ReservationView, Problem> {
+    db.transaction(|db| finish(db, id, ReservationState::Returned, request_id))
 }
 
 pub fn release(
@@ -543,7 +560,7 @@ pub fn release(
     id: &str,
     request_id: Option<&str>,
 ) -> Result<ReservationView, Problem> {
-    db.transaction(|db| finish(db, id, false, ReservationState::Released, request_id))
+    db.transaction(|db| finish(db, id, ReservationState::Released, request_id))
 }
 
 /// Expires held reservations whose time is up (all of them, or those touching `product`).
@@ -570,7 +587,7 @@ pub fn release_expired(
     .map(|r| r.text("id"))
     .collect::<Result<_, _>>()?;
     for id in &ids {
-        finish(db, id, false, ReservationState::Expired, request_id)?;
+        finish(db, id, ReservationState::Expired, request_id)?;
     }
     Ok(ids.len())
 }

@@ -1,0 +1,728 @@
+//! Bazaar's order service (private route; the gateway forwards `/api/v1/orders...`).
+//!
+//! * `POST /api/v1/orders` — checkout (`Idempotency-Key` required): runs the [`saga`];
+//! * `GET /api/v1/orders` (own; admin: all), `GET /api/v1/orders/{id}`,
+//!   `GET /api/v1/orders/{id}/events` (the stream, oldest first);
+//! * `POST /api/v1/orders/{id}/cancel` (owner or admin; releases or returns stock, voids or
+//!   refunds the payment), `POST /api/v1/orders/{id}/ship`, `/deliver` (admin, vendor);
+//! * internal: `POST /internal/jobs/recover` (resumes stalled sagas), `POST /internal/jobs/outbox`,
+//!   `GET /internal/events?after=`, `POST /internal/admin/migrate`; `GET /health/live|ready`.
+//!
+//! Component variables: `database`, `redis_address`.
+
+#![allow(clippy::result_large_err)]
+
+pub mod clients;
+pub mod domain;
+pub mod saga;
+pub mod store;
+
+use bazaar_platform::body::{DEFAULT_JSON_LIMIT, parse_json};
+use bazaar_platform::idempotency::{self, Claim};
+use bazaar_platform::page::{Page, decode_cursor, parse_limit};
+use bazaar_platform::{Ctx, Database, FieldError, Identity, Problem, Role, time};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spin_sdk::http::{Method, Request, Response};
+
+use crate::clients::{CARTS, CATALOG, call};
+use crate::domain::{Event, Money, Status};
+use crate::saga::{Outcome, Saga};
+use crate::store::{StoreError, Stored};
+
+const COMPONENT: &str = "orders";
+/// A checkout request holds its saga this long; past it the recovery job may take over.
+const SAGA_LEASE_MS: i64 = 30_000;
+/// Idempotency claims of a checkout in flight; longer than the saga lease.
+const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
+/// After this many stalled attempts the recovery job compensates instead of retrying.
+const MAX_SAGA_ATTEMPTS: i64 = 20;
+
+#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+async fn handle(request: Request) -> Response {
+    let ctx = Ctx::new(COMPONENT, &request);
+    let result = route(&ctx, &request).await;
+    ctx.respond(result)
+}
+
+fn variable(name: &str) -> Option<String> {
+    spin_sdk::variables::get(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn open_db() -> Result<Database, Problem> {
+    let url = variable("database").unwrap_or_else(|| "sqlite:orders".to_owned());
+    Ok(Database::open(&url)?)
+}
+
+fn publish(ctx: &Ctx, db: &Database) {
+    let Some(redis) = variable("redis_address") else {
+        return;
+    };
+    if let Err(e) = bazaar_platform::outbox::publish_pending(db, &redis, 100) {
+        ctx.log.warn(
+            "events left in the outbox for the next sweep",
+            &[("error", e.to_string().into())],
+        );
+    }
+}
+
+fn valid_id(raw: &str) -> Result<&str, Problem> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then_some(raw)
+        .ok_or_else(|| Problem::not_found("No such order"))
+}
+
+async fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
+    let path = request.path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::Get, ["health", "live"]) => Ok(ctx.json(200, &json!({"status": "ok"}))),
+        (Method::Get, ["health", "ready"]) => {
+            let want = store::MIGRATIONS.last().map_or(0, |m| m.version);
+            let have = open_db()?.schema_version()?;
+            if have < want {
+                return Err(Problem::service_unavailable(format!(
+                    "The database schema is at version {have}; this build needs {want} \
+                     (run `bazaar admin migrate`)"
+                )));
+            }
+            Ok(ctx.json(200, &json!({"status": "ok", "schema_version": have})))
+        }
+        (Method::Post, ["internal", "admin", "migrate"]) => {
+            let db = open_db()?;
+            let applied = db.migrate(store::MIGRATIONS)?;
+            Ok(ctx.json(
+                200,
+                &json!({"applied": applied, "version": db.schema_version()?}),
+            ))
+        }
+        (Method::Post, ["internal", "jobs", "recover"]) => recover(ctx).await,
+        (Method::Post, ["internal", "jobs", "outbox"]) => {
+            let db = open_db()?;
+            let redis = variable("redis_address")
+                .ok_or_else(|| Problem::service_unavailable("redis_address is not set"))?;
+            match bazaar_platform::outbox::publish_pending(&db, &redis, 500) {
+                Ok(sent) => Ok(ctx.json(200, &json!({"published": sent}))),
+                Err(e) => Err(Problem::service_unavailable(format!(
+                    "Events stay in the outbox: {e}"
+                ))),
+            }
+        }
+        (Method::Get, ["internal", "events"]) => {
+            let after = match ctx.query("after") {
+                None => 0,
+                Some(raw) => raw.parse::<i64>().map_err(|_| {
+                    Problem::unprocessable(vec![FieldError::new("after", "must be an integer")])
+                })?,
+            };
+            let limit = parse_limit(ctx.query("limit"))?;
+            let events = bazaar_platform::outbox::events_after(&open_db()?, after, limit)?;
+            Ok(ctx.json(200, &json!({"items": events})))
+        }
+        (Method::Post, ["api", "v1", "orders"]) => checkout(ctx, request).await,
+        (Method::Get, ["api", "v1", "orders"]) => list(ctx),
+        (_, ["api", "v1", "orders"]) => Err(Problem::method_not_allowed(
+            request.method().to_string().as_str(),
+            &["GET", "POST"],
+        )),
+        (Method::Get, ["api", "v1", "orders", id]) => {
+            let stored = owned_order(ctx, &open_db()?, valid_id(id)?)?;
+            Ok(ctx.json(200, &render(&stored)))
+        }
+        (Method::Get, ["api", "v1", "orders", id, "events"]) => {
+            let db = open_db()?;
+            let stored = owned_order(ctx, &db, valid_id(id)?)?;
+            let events = store::events(&db, &stored.order.id)?;
+            Ok(ctx.json(200, &json!({"items": events, "next_cursor": null})))
+        }
+        (Method::Post, ["api", "v1", "orders", id, "cancel"]) => {
+            cancel(ctx, request, valid_id(id)?).await
+        }
+        (Method::Post, ["api", "v1", "orders", id, action @ ("ship" | "deliver")]) => {
+            ctx.identity()?.require_role(&[Role::Admin, Role::Vendor])?;
+            let db = open_db()?;
+            let stored = store::load(&db, valid_id(id)?)?
+                .ok_or_else(|| Problem::not_found("No such order"))?;
+            let event = if *action == "ship" {
+                Event::Shipped
+            } else {
+                Event::Delivered
+            };
+            let next = append_or_problem(&db, &stored, event, &ctx.request_id)?;
+            publish(ctx, &db);
+            Ok(ctx.json(200, &render(&next)))
+        }
+        (_, ["api", "v1", "orders", ..]) | (_, ["internal", ..]) | (_, ["health", ..]) => {
+            Err(Problem::not_found("No such order route"))
+        }
+        _ => Err(Problem::not_found("No such route")),
+    }
+}
+
+fn append_or_problem(
+    db: &Database,
+    stored: &Stored,
+    event: Event,
+    request_id: &str,
+) -> Result<Stored, Problem> {
+    match store::append(db, &stored.order.id, Some(stored), &event, Some(request_id)) {
+        Ok(next) => Ok(next),
+        Err(StoreError::Illegal(i)) => {
+            Err(Problem::conflict(i.0).with_title("Illegal order transition"))
+        }
+        Err(StoreError::Concurrency) => Err(Problem::conflict(
+            "The order changed while this request ran; reload it and retry",
+        )),
+        Err(StoreError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The order if the caller may see it (owner or admin); 404 otherwise, so order ids of other
+/// customers cannot be probed.
+fn owned_order(ctx: &Ctx, db: &Database, id: &str) -> Result<Stored, Problem> {
+    let identity = ctx.identity()?;
+    match store::load(db, id)? {
+        Some(stored) if identity.is_admin() || stored.order.user_id == identity.user_id => {
+            Ok(stored)
+        }
+        _ => Err(Problem::not_found("No such order")),
+    }
+}
+
+fn render(stored: &Stored) -> Value {
+    let o = &stored.order;
+    json!({
+        "id": o.id,
+        "user_id": o.user_id,
+        "status": o.status,
+        "items": o.items,
+        "total": o.total,
+        "payment_id": o.payment_id,
+        "shipping_address": o.shipping_address,
+        "failure": o.failure,
+        "version": o.version,
+        "created_at": time::millis_to_rfc3339(stored.created_at),
+        "updated_at": time::millis_to_rfc3339(stored.updated_at),
+    })
+}
+
+fn list(ctx: &Ctx) -> Result<Response, Problem> {
+    let identity = ctx.identity()?;
+    let limit = parse_limit(ctx.query("limit"))?;
+    let after = ctx
+        .query("cursor")
+        .map(decode_cursor::<(i64, String)>)
+        .transpose()?;
+    let user = (!identity.is_admin()).then_some(identity.user_id.as_str());
+    let rows = store::list(&open_db()?, user, after, limit)?;
+    let page = Page::from_overfetch(rows, limit, |s| (s.created_at, s.order.id.clone()));
+    Ok(ctx.json(
+        200,
+        &json!({
+            "items": page.items.iter().map(render).collect::<Vec<_>>(),
+            "next_cursor": page.next_cursor,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutItem {
+    product_id: String,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutRequest {
+    items: Option<Vec<CheckoutItem>>,
+    shipping_address: Value,
+    payment_method: String,
+}
+
+/// The order id for a checkout: derived from the customer and their idempotency key, so a
+/// retry after a crash finds the order the first attempt created instead of making another.
+fn order_id_for(user: &str, key: &str) -> String {
+    let digest = idempotency::fingerprint("order", user, key.as_bytes());
+    format!("ord_{}", &digest[..32])
+}
+
+fn validate_address(address: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(map) = address.as_object() else {
+        return vec![FieldError::new("shipping_address", "must be an object")];
+    };
+    for field in ["name", "line1", "city", "postal_code", "country"] {
+        match map.get(field).and_then(Value::as_str) {
+            Some(v) if !v.trim().is_empty() && v.len() <= 200 => {}
+            _ => errors.push(FieldError::new(
+                format!("shipping_address.{field}"),
+                "is required (1-200 characters)",
+            )),
+        }
+    }
+    if let Some(country) = map.get("country").and_then(Value::as_str)
+        && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        errors.push(FieldError::new(
+            "shipping_address.country",
+            "must be an ISO 3166-1 alpha-2 code such as ES",
+        ));
+    }
+    if map.len() > 10 {
+        errors.push(FieldError::new("shipping_address", "has unknown fields"));
+    }
+    errors
+}
+
+async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
+    let identity = ctx.identity()?.clone();
+    let key = idempotency::parse_key(request.header("idempotency-key").and_then(|v| v.as_str()))?;
+    let input: CheckoutRequest = parse_json(
+        request.header("content-type").and_then(|v| v.as_str()),
+        request.body(),
+        DEFAULT_JSON_LIMIT,
+    )?;
+    let mut errors = validate_address(&input.shipping_address);
+    if input.payment_method.trim().is_empty() || input.payment_method.len() > 200 {
+        errors.push(FieldError::new(
+            "payment_method",
+            "must be a payment method token",
+        ));
+    }
+    if let Some(items) = &input.items {
+        if items.is_empty() || items.len() > 100 {
+            errors.push(FieldError::new("items", "must list 1 to 100 items"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            if valid_id(&item.product_id).is_err() {
+                errors.push(FieldError::new(
+                    format!("items[{i}].product_id"),
+                    "is not a product id",
+                ));
+            }
+            if !(1..=999).contains(&item.quantity) {
+                errors.push(FieldError::new(
+                    format!("items[{i}].quantity"),
+                    "must be from 1 to 999",
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::unprocessable(errors));
+    }
+
+    let db = open_db()?;
+    let scope = format!("{}:checkout", identity.user_id);
+    let fingerprint = idempotency::fingerprint("POST", "/api/v1/orders", request.body());
+    match idempotency::claim(&db, &scope, &key, &fingerprint, IDEMPOTENCY_LOCK_MS)? {
+        Claim::Replay { status, body } => {
+            let mut response = Response::builder()
+                .status(status)
+                .header(
+                    "content-type",
+                    if status >= 400 {
+                        bazaar_platform::PROBLEM_CONTENT_TYPE
+                    } else {
+                        "application/json"
+                    },
+                )
+                .header(bazaar_platform::REQUEST_ID_HEADER, ctx.request_id.as_str())
+                .body(body)
+                .build();
+            response.set_header("idempotent-replayed", "true");
+            return Ok(response);
+        }
+        Claim::Proceed => {}
+    }
+
+    let order_id = order_id_for(&identity.user_id, &key);
+    let stored = match store::load(&db, &order_id)? {
+        Some(existing) => existing,
+        None => match create_order(ctx, &db, &identity, &order_id, &input).await {
+            Ok(stored) => stored,
+            Err(problem) => {
+                // Nothing happened: let the client fix the input and reuse the key.
+                let _ = idempotency::release(&db, &scope, &key);
+                return Err(problem);
+            }
+        },
+    };
+    if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, Some((&scope, &key)))? {
+        return Err(Problem::conflict(
+            "This checkout is still in progress; retry later",
+        ));
+    }
+    let saga = Saga {
+        db: &db,
+        request_id: &ctx.request_id,
+    };
+    let outcome = saga.run(stored).await;
+    let response = finish_checkout(ctx, &db, &order_id, outcome, Some((&scope, &key)))?;
+    publish(ctx, &db);
+    if response.0 == 201 && input.items.is_none() {
+        clear_cart(ctx, &identity, &order_id, &db).await;
+    }
+    Ok(response.1)
+}
+
+/// Records a saga's end: the saga row, the idempotency answer and the HTTP response.
+fn finish_checkout(
+    ctx: &Ctx,
+    db: &Database,
+    order_id: &str,
+    outcome: Outcome,
+    idem: Option<(&str, &str)>,
+) -> Result<(u16, Response), Problem> {
+    let (status, body) = match outcome {
+        Outcome::Paid(stored) => (201, render(&stored)),
+        Outcome::Failed {
+            order,
+            status,
+            code,
+            detail,
+        } => {
+            let problem = Problem::new(
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::CONFLICT),
+                detail,
+            )
+            .with_title(match code.as_str() {
+                "out_of_stock" => "Out of stock",
+                "payment_declined" => "Payment declined",
+                _ => "Checkout failed",
+            })
+            .with_type(format!(
+                "https://bazaar.dev/problems/{}",
+                code.replace('_', "-")
+            ))
+            .with_extension("code", code)
+            .with_extension("order_id", order.order.id.clone());
+            (
+                status,
+                serde_json::from_slice(&problem.to_json_vec()).unwrap_or(Value::Null),
+            )
+        }
+        Outcome::Stalled(why) => {
+            ctx.log.warn(
+                "checkout stalled; the recovery job resumes it",
+                &[("order_id", order_id.into()), ("why", why.clone().into())],
+            );
+            store::pause_saga(db, order_id, &why)?;
+            let mut response = ctx.problem(
+                Problem::service_unavailable(
+                    "The checkout could not finish right now; it is resumed automatically. \
+                     Retry with the same Idempotency-Key or read the order.",
+                )
+                .with_extension("order_id", order_id),
+            );
+            response.set_header("retry-after", "5");
+            return Ok((503, response));
+        }
+    };
+    let text = body.to_string();
+    if let Some((scope, key)) = idem {
+        idempotency::complete(db, scope, key, status, &text)?;
+    }
+    store::finish_saga(db, order_id)?;
+    let response = Response::builder()
+        .status(status)
+        .header(
+            "content-type",
+            if status >= 400 {
+                bazaar_platform::PROBLEM_CONTENT_TYPE
+            } else {
+                "application/json"
+            },
+        )
+        .header(bazaar_platform::REQUEST_ID_HEADER, ctx.request_id.as_str())
+        .body(text)
+        .build();
+    Ok((status, response))
+}
+
+/// Loads the items (the body's, or the caller's cart), prices them from the catalog and writes
+/// the order's first event.
+async fn create_order(
+    ctx: &Ctx,
+    db: &Database,
+    identity: &Identity,
+    order_id: &str,
+    input: &CheckoutRequest,
+) -> Result<Stored, Problem> {
+    let headers = clients::as_user(&ctx.request_id, &identity.user_id, identity.role.as_str());
+    let wanted: Vec<(String, i64)> = match &input.items {
+        Some(items) => {
+            let mut merged: Vec<(String, i64)> = Vec::new();
+            for item in items {
+                match merged.iter_mut().find(|(p, _)| *p == item.product_id) {
+                    Some((_, q)) => *q += item.quantity,
+                    None => merged.push((item.product_id.clone(), item.quantity)),
+                }
+            }
+            merged
+        }
+        None => {
+            let cart = call(Method::Get, &format!("{CARTS}/api/v1/cart"), None, &headers)
+                .await
+                .map_err(|e| {
+                    ctx.log
+                        .error("cart lookup failed", &[("error", e.0.into())]);
+                    Problem::bad_gateway("The cart service could not be reached")
+                })?;
+            let items: Vec<(String, i64)> = cart.body["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    Some((
+                        i["product_id"].as_str()?.to_owned(),
+                        i["quantity"].as_i64()?,
+                    ))
+                })
+                .collect();
+            if items.is_empty() {
+                return Err(Problem::unprocessable(vec![FieldError::new(
+                    "items",
+                    "the cart is empty; add items or send them in the request",
+                )]));
+            }
+            items
+        }
+    };
+    let mut lines = Vec::with_capacity(wanted.len());
+    for (product_id, quantity) in wanted {
+        let answer = call(
+            Method::Get,
+            &format!("{CATALOG}/api/v1/products/{product_id}"),
+            None,
+            &[(bazaar_platform::REQUEST_ID_HEADER, ctx.request_id.as_str())],
+        )
+        .await
+        .map_err(|e| {
+            ctx.log
+                .error("catalog lookup failed", &[("error", e.0.into())]);
+            Problem::bad_gateway("The catalog could not be reached")
+        })?;
+        let price: Option<Money> = (answer.status == 200 && answer.body["active"] != false)
+            .then(|| serde_json::from_value(answer.body["price"].clone()).ok())
+            .flatten();
+        let Some(price) = price else {
+            return Err(Problem::unprocessable(vec![FieldError::new(
+                "items",
+                format!("product {product_id} is not for sale"),
+            )]));
+        };
+        lines.push((product_id, quantity, price));
+    }
+    let (items, total) = domain::price_lines(&lines)
+        .map_err(|m| Problem::unprocessable(vec![FieldError::new("items", m)]))?;
+    let event = Event::Created {
+        user_id: identity.user_id.clone(),
+        items,
+        total,
+        shipping_address: input.shipping_address.clone(),
+        payment_method: input.payment_method.clone(),
+    };
+    match store::append(db, order_id, None, &event, Some(&ctx.request_id)) {
+        Ok(stored) => Ok(stored),
+        // A concurrent duplicate created it first.
+        Err(StoreError::Concurrency) => {
+            store::load(db, order_id)?.ok_or_else(|| Problem::internal("The order disappeared"))
+        }
+        Err(StoreError::Illegal(i)) => Err(Problem::internal(i.0)),
+        Err(StoreError::Db(e)) => Err(e.into()),
+    }
+}
+
+async fn clear_cart(ctx: &Ctx, identity: &Identity, order_id: &str, db: &Database) {
+    let Ok(Some(stored)) = store::load(db, order_id) else {
+        return;
+    };
+    let headers = clients::as_user(&ctx.request_id, &identity.user_id, identity.role.as_str());
+    for item in &stored.order.items {
+        let _ = call(
+            Method::Delete,
+            &format!("{CARTS}/api/v1/cart/items/{}", item.product_id),
+            None,
+            &headers,
+        )
+        .await;
+    }
+}
+
+async fn cancel(ctx: &Ctx, request: &Request, id: &str) -> Result<Response, Problem> {
+    let identity = ctx.identity()?.clone();
+    let db = open_db()?;
+    let stored = owned_order(ctx, &db, id)?;
+    // Optional Idempotency-Key: a retried cancel replays its first answer.
+    let key = match request.header("idempotency-key").and_then(|v| v.as_str()) {
+        Some(raw) => Some(idempotency::parse_key(Some(raw))?),
+        None => None,
+    };
+    let scope = format!("{}:cancel:{id}", identity.user_id);
+    if let Some(key) = &key {
+        let fingerprint = idempotency::fingerprint("POST", request.path(), request.body());
+        if let Claim::Replay { status, body } =
+            idempotency::claim(&db, &scope, key, &fingerprint, IDEMPOTENCY_LOCK_MS)?
+        {
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .header("idempotent-replayed", "true")
+                .body(body)
+                .build());
+        }
+    }
+    let result = cancel_order(ctx, &db, stored).await;
+    if let Some(key) = &key {
+        match &result {
+            Ok(next) => idempotency::complete(&db, &scope, key, 200, &render(next).to_string())?,
+            Err(_) => idempotency::release(&db, &scope, key)?,
+        }
+    }
+    let next = result?;
+    publish(ctx, &db);
+    Ok(ctx.json(200, &render(&next)))
+}
+
+async fn cancel_order(ctx: &Ctx, db: &Database, stored: Stored) -> Result<Stored, Problem> {
+    let order = &stored.order;
+    stored
+        .order
+        .check(&Event::Cancelled {
+            reason: String::new(),
+        })
+        .map_err(|i| Problem::conflict(i.0).with_title("Illegal order transition"))?;
+    if !store::lease_saga(db, &order.id, SAGA_LEASE_MS, None)? {
+        return Err(Problem::conflict(
+            "The order's checkout is still running; retry shortly",
+        ));
+    }
+    let saga = Saga {
+        db,
+        request_id: &ctx.request_id,
+    };
+    let compensate = async {
+        match order.status {
+            Status::Paid => {
+                let refunded = saga.refund(&stored).await?;
+                saga.inventory(&stored, "return").await?;
+                Ok::<_, String>(Some(refunded))
+            }
+            _ => {
+                saga.void(&stored).await?;
+                saga.release(&stored).await?;
+                Ok(None)
+            }
+        }
+    };
+    let refunded = match compensate.await {
+        Ok(r) => r,
+        Err(why) => {
+            store::pause_saga(db, &order.id, &why)?;
+            ctx.log
+                .error("cancel could not compensate", &[("why", why.into())]);
+            return Err(Problem::bad_gateway(
+                "The cancellation could not release stock or the payment; nothing changed, retry",
+            ));
+        }
+    };
+    let mut next = append_or_problem(
+        db,
+        &stored,
+        Event::Cancelled {
+            reason: "cancelled by request".into(),
+        },
+        &ctx.request_id,
+    )?;
+    if let (Some(amount), Some(payment_id)) = (refunded, next.order.payment_id.clone()) {
+        next = append_or_problem(
+            db,
+            &next,
+            Event::Refunded { payment_id, amount },
+            &ctx.request_id,
+        )?;
+    }
+    store::finish_saga(db, &order.id)?;
+    Ok(next)
+}
+
+/// Resumes sagas whose request died or stalled; after too many attempts, compensates.
+async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
+    let db = open_db()?;
+    let mut report = Vec::new();
+    for (order_id, attempts, idem) in store::stalled_sagas(&db, 20)? {
+        if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, None)? {
+            continue;
+        }
+        let Some(stored) = store::load(&db, &order_id)? else {
+            store::finish_saga(&db, &order_id)?;
+            continue;
+        };
+        let saga = Saga {
+            db: &db,
+            request_id: &ctx.request_id,
+        };
+        let outcome = if attempts > MAX_SAGA_ATTEMPTS
+            && matches!(stored.order.status, Status::Pending | Status::Confirmed)
+        {
+            // Give up forward progress: undo what happened and fail the order.
+            let undo = async {
+                saga.void(&stored).await?;
+                saga.release(&stored).await
+            };
+            match undo.await {
+                Ok(()) => match append_or_problem(
+                    &db,
+                    &stored,
+                    Event::Failed {
+                        reason: "The checkout could not be completed in time".into(),
+                        code: "checkout_timeout".into(),
+                    },
+                    &ctx.request_id,
+                ) {
+                    Ok(order) => Outcome::Failed {
+                        order,
+                        status: 502,
+                        code: "checkout_timeout".into(),
+                        detail: "The checkout could not be completed in time".into(),
+                    },
+                    Err(p) => Outcome::Stalled(p.detail),
+                },
+                Err(why) => Outcome::Stalled(why),
+            }
+        } else {
+            saga.run(stored).await
+        };
+        let label = match &outcome {
+            Outcome::Paid(_) => "paid",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Stalled(_) => "stalled",
+        };
+        finish_checkout(
+            ctx,
+            &db,
+            &order_id,
+            outcome,
+            idem.as_ref().map(|(s, k)| (s.as_str(), k.as_str())),
+        )?;
+        report.push(json!({"order_id": order_id, "outcome": label}));
+    }
+    if !report.is_empty() {
+        ctx.log.info(
+            "sagas recovered",
+            &[("count", (report.len() as u64).into())],
+        );
+        publish(ctx, &db);
+    }
+    Ok(ctx.json(200, &json!({"recovered": report})))
+}

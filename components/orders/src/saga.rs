@@ -1,0 +1,368 @@
+//! The checkout saga: reserve stock → authorize payment → confirm → capture → commit stock,
+//! each step's outcome appended to the order's stream before the next starts.
+//!
+//! Capture happens at confirmation (not at shipment): the order is `paid` when checkout
+//! returns, and stock is committed right after the capture. On a definite failure the completed
+//! steps are compensated (void the authorization, release the reservation) and the order ends
+//! `failed` with the reason. On an unknown outcome (a service unreachable mid-call) the saga
+//! stops where it is; every step is idempotent (reservation id and payment idempotency keys are
+//! derived from the order id), so the recovery job simply runs it again from the current state.
+
+use bazaar_platform::Database;
+use serde_json::{Value, json};
+use spin_sdk::http::Method;
+
+use crate::clients::{self, INVENTORY, PAYMENTS, Unreachable, as_user, call};
+use crate::domain::{Event, Money, Status};
+use crate::store::{self, StoreError, Stored};
+
+/// How a saga run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The order is paid (or already past that).
+    Paid(Stored),
+    /// The order ended `failed` (nothing reserved or charged); `status` is the HTTP answer.
+    Failed {
+        order: Stored,
+        status: u16,
+        code: String,
+        detail: String,
+    },
+    /// Stopped on an unknown outcome; resume later.
+    Stalled(String),
+}
+
+pub struct Saga<'a> {
+    pub db: &'a Database,
+    pub request_id: &'a str,
+}
+
+fn reservation_id(order_id: &str) -> String {
+    format!("res_{}", order_id.trim_start_matches("ord_"))
+}
+
+impl Saga<'_> {
+    fn append(&self, stored: &Stored, event: Event) -> Result<Stored, String> {
+        match store::append(
+            self.db,
+            &stored.order.id,
+            Some(stored),
+            &event,
+            Some(self.request_id),
+        ) {
+            Ok(next) => Ok(next),
+            // Another worker moved the order on: continue from what it wrote.
+            Err(StoreError::Concurrency) => store::load(self.db, &stored.order.id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "order vanished".to_owned()),
+            Err(StoreError::Illegal(i)) => Err(i.0),
+            Err(StoreError::Db(e)) => Err(e.to_string()),
+        }
+    }
+
+    fn user_headers<'b>(&'b self, stored: &'b Stored) -> Vec<(&'b str, &'b str)> {
+        as_user(self.request_id, &stored.order.user_id, "customer")
+    }
+
+    /// Drives the order as far as it can go.
+    pub async fn run(&self, mut stored: Stored) -> Outcome {
+        loop {
+            let order = &stored.order;
+            let step = match order.status {
+                Status::Pending if order.reservation_id.is_none() => self.reserve(&stored).await,
+                Status::Pending if order.payment_id.is_none() => self.authorize(&stored).await,
+                Status::Pending => self
+                    .append(&stored, Event::Confirmed)
+                    .map(|s| Step::Next(Box::new(s))),
+                Status::Confirmed => self.capture(&stored).await,
+                Status::Failed => {
+                    let failure = order.failure.clone();
+                    return Outcome::Failed {
+                        status: match failure.as_ref().map(|f| f.code.as_str()) {
+                            Some("out_of_stock") => 409,
+                            Some("payment_declined") => 422,
+                            _ => 502,
+                        },
+                        code: failure.as_ref().map_or("failed".into(), |f| f.code.clone()),
+                        detail: failure.map_or("The checkout failed".into(), |f| f.reason),
+                        order: stored,
+                    };
+                }
+                _ => return Outcome::Paid(stored),
+            };
+            match step {
+                Ok(Step::Next(next)) => stored = *next,
+                Ok(Step::Stall(why)) => return Outcome::Stalled(why),
+                Err(why) => return Outcome::Stalled(why),
+            }
+        }
+    }
+
+    async fn reserve(&self, stored: &Stored) -> Result<Step, String> {
+        let order = &stored.order;
+        let id = reservation_id(&order.id);
+        let items: Vec<Value> = order
+            .items
+            .iter()
+            .map(|i| json!({"product_id": i.product_id, "quantity": i.quantity}))
+            .collect();
+        let answer = match call(
+            Method::Post,
+            &format!("{INVENTORY}/internal/reservations"),
+            Some(&json!({"reservation_id": id, "items": items})),
+            &[(bazaar_platform::REQUEST_ID_HEADER, self.request_id)],
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(Unreachable(why)) => return Ok(Step::Stall(why)),
+        };
+        match answer.status {
+            201 => self
+                .append(stored, Event::StockReserved { reservation_id: id })
+                .map(|s| Step::Next(Box::new(s))),
+            409 if answer.body["title"] == "Out of stock" => {
+                let detail = answer.body["detail"]
+                    .as_str()
+                    .unwrap_or("Not enough stock")
+                    .to_owned();
+                self.append(
+                    stored,
+                    Event::Failed {
+                        reason: detail,
+                        code: "out_of_stock".into(),
+                    },
+                )
+                .map(|s| Step::Next(Box::new(s)))
+            }
+            status => Ok(Step::Stall(format!(
+                "inventory answered {status}: {}",
+                answer.body
+            ))),
+        }
+    }
+
+    async fn authorize(&self, stored: &Stored) -> Result<Step, String> {
+        let order = &stored.order;
+        let key = format!("checkout-{}", order.id);
+        let mut headers = self.user_headers(stored);
+        headers.push(("idempotency-key", &key));
+        let country = order.shipping_address["country"].as_str().unwrap_or("");
+        let answer = match call(
+            Method::Post,
+            &format!("{PAYMENTS}/api/v1/payments"),
+            Some(&json!({
+                "order_id": order.id,
+                "amount": order.total,
+                "payment_method": order.payment_method,
+                "shipping_country": country,
+            })),
+            &headers,
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(Unreachable(why)) => return Ok(Step::Stall(why)),
+        };
+        match answer.status {
+            200 | 201 => {
+                let Some(payment_id) = answer.body["id"].as_str().map(str::to_owned) else {
+                    return Ok(Step::Stall("payment answer without id".into()));
+                };
+                let mut status = answer.body["status"].as_str().unwrap_or("").to_owned();
+                if status == "requires_authorization" {
+                    // The stored first answer may be stale: ask for the current state.
+                    if let Ok(fresh) = call(
+                        Method::Get,
+                        &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
+                        None,
+                        &self.user_headers(stored),
+                    )
+                    .await
+                    {
+                        status = fresh.body["status"].as_str().unwrap_or("").to_owned();
+                    }
+                }
+                match status.as_str() {
+                    "authorized" | "captured" => self
+                        .append(stored, Event::PaymentAuthorized { payment_id })
+                        .map(|s| Step::Next(Box::new(s))),
+                    "requires_authorization" => Ok(Step::Stall(
+                        "waiting for the customer to authorize the payment".into(),
+                    )),
+                    other => {
+                        self.release(stored).await?;
+                        self.append(
+                            stored,
+                            Event::Failed {
+                                reason: format!("The payment ended {other}"),
+                                code: "payment_declined".into(),
+                            },
+                        )
+                        .map(|s| Step::Next(Box::new(s)))
+                    }
+                }
+            }
+            422 | 402 | 403 => {
+                // Declined or blocked: release the stock, fail the order, say why.
+                self.release(stored).await?;
+                let code = answer.body["decline_code"].as_str().unwrap_or("declined");
+                let detail = answer.body["detail"]
+                    .as_str()
+                    .unwrap_or("The payment was declined");
+                self.append(
+                    stored,
+                    Event::Failed {
+                        reason: format!("{detail} ({code})"),
+                        code: "payment_declined".into(),
+                    },
+                )
+                .map(|s| Step::Next(Box::new(s)))
+            }
+            502 => {
+                // The provider failed and nothing was charged (payment API contract).
+                self.release(stored).await?;
+                self.append(
+                    stored,
+                    Event::Failed {
+                        reason: "The payment provider is unavailable; nothing was charged".into(),
+                        code: "payment_unavailable".into(),
+                    },
+                )
+                .map(|s| Step::Next(Box::new(s)))
+            }
+            status => Ok(Step::Stall(format!(
+                "payments answered {status}: {}",
+                answer.body
+            ))),
+        }
+    }
+
+    async fn capture(&self, stored: &Stored) -> Result<Step, String> {
+        let order = &stored.order;
+        let payment_id = order.payment_id.clone().unwrap_or_default();
+        let key = format!("capture-{}", order.id);
+        let mut headers = self.user_headers(stored);
+        headers.push(("idempotency-key", &key));
+        let answer = match call(
+            Method::Post,
+            &format!("{PAYMENTS}/api/v1/payments/{payment_id}/capture"),
+            Some(&json!({})),
+            &headers,
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(Unreachable(why)) => return Ok(Step::Stall(why)),
+        };
+        match answer.status {
+            200 | 201 => {
+                self.inventory(stored, "commit").await?;
+                let amount: Money =
+                    serde_json::from_value(answer.body["captured"].clone()).unwrap_or(order.total);
+                self.append(stored, Event::Paid { payment_id, amount })
+                    .map(|s| Step::Next(Box::new(s)))
+            }
+            409 | 422 => {
+                // The authorization cannot be captured (expired, voided): undo and fail.
+                let _ = self.void(stored).await;
+                self.release(stored).await?;
+                self.append(
+                    stored,
+                    Event::Failed {
+                        reason: format!(
+                            "The payment could not be captured: {}",
+                            answer.body["detail"].as_str().unwrap_or("refused")
+                        ),
+                        code: "capture_failed".into(),
+                    },
+                )
+                .map(|s| Step::Next(Box::new(s)))
+            }
+            status => Ok(Step::Stall(format!(
+                "capture answered {status}: {}",
+                answer.body
+            ))),
+        }
+    }
+
+    /// Releases the order's reservation if it has one (idempotent).
+    pub async fn release(&self, stored: &Stored) -> Result<(), String> {
+        if stored.order.reservation_id.is_some() {
+            self.inventory(stored, "release").await?;
+        }
+        Ok(())
+    }
+
+    /// `commit`, `release` or `return` on the order's reservation.
+    pub async fn inventory(&self, stored: &Stored, action: &str) -> Result<(), String> {
+        let id = reservation_id(&stored.order.id);
+        let answer = call(
+            Method::Post,
+            &format!("{INVENTORY}/internal/reservations/{id}/{action}"),
+            None,
+            &[(bazaar_platform::REQUEST_ID_HEADER, self.request_id)],
+        )
+        .await
+        .map_err(|e| e.0)?;
+        match answer.status {
+            200 => Ok(()),
+            status => Err(format!(
+                "inventory {action} answered {status}: {}",
+                answer.body
+            )),
+        }
+    }
+
+    /// Voids the order's authorization (idempotent at the payment host).
+    pub async fn void(&self, stored: &Stored) -> Result<(), String> {
+        let Some(payment_id) = &stored.order.payment_id else {
+            return Ok(());
+        };
+        let key = format!("void-{}", stored.order.id);
+        let mut headers = self.user_headers(stored);
+        headers.push(("idempotency-key", &key));
+        let answer = call(
+            Method::Post,
+            &format!("{PAYMENTS}/api/v1/payments/{payment_id}/void"),
+            Some(&json!({})),
+            &headers,
+        )
+        .await
+        .map_err(|e| e.0)?;
+        match answer.status {
+            200 => Ok(()),
+            // Already voided/expired is what we want.
+            409 if answer.body["status"] == "voided" => Ok(()),
+            status => Err(format!("void answered {status}: {}", answer.body)),
+        }
+    }
+
+    /// Refunds what was captured. Refunds are admin-only at the payment host; the orders
+    /// service issues them as the system (it is the only caller that can reach that route
+    /// with a role, through private chaining).
+    pub async fn refund(&self, stored: &Stored) -> Result<Money, String> {
+        let payment_id = stored.order.payment_id.clone().unwrap_or_default();
+        let key = format!("refund-{}", stored.order.id);
+        let mut headers = as_user(self.request_id, "system:orders", "admin");
+        headers.push(("idempotency-key", &key));
+        let answer = clients::call(
+            Method::Post,
+            &format!("{PAYMENTS}/api/v1/payments/{payment_id}/refund"),
+            Some(&json!({})),
+            &headers,
+        )
+        .await
+        .map_err(|e| e.0)?;
+        match answer.status {
+            200 | 201 => Ok(serde_json::from_value(answer.body["refunded"].clone())
+                .unwrap_or(stored.order.total)),
+            status => Err(format!("refund answered {status}: {}", answer.body)),
+        }
+    }
+}
+
+pub enum Step {
+    Next(Box<Stored>),
+    Stall(String),
+}
