@@ -657,3 +657,165 @@ async fn the_same_identity_flows_run_on_postgresql() {
         .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .await;
 }
+
+/// The users component's private routes, published on exact public routes for this test only
+/// (more specific than the gateway's `/...`).
+const PRIVATE_ROUTES: &str = r#"
+[[trigger.http]]
+route = "/internal/oidc/login"
+component = "users"
+
+[[trigger.http]]
+route = "/health/ready"
+component = "users"
+"#;
+
+/// Social login as the `oidc` component calls it: first login creates a password-less customer,
+/// later logins find it by (provider, subject); an existing account is linked by e-mail only when
+/// the provider verified the e-mail.
+#[tokio::test]
+async fn social_login_creates_finds_and_links_accounts() {
+    let shop = Shop {
+        runner: shop(PRIVATE_ROUTES).start(),
+        variables: Vec::new(),
+    };
+    let oidc = |body: Value| shop.call("POST", "/internal/oidc/login", None, Some(body));
+
+    let first = oidc(
+        json!({"provider": "google", "subject": "g-123", "email": "Gina@Example.com",
+        "email_verified": true, "name": "Gina"}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["token_type"], "Bearer");
+    let me = shop
+        .call(
+            "GET",
+            "/api/v1/users/me",
+            first.body["access_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(
+        (
+            me.body["email"].clone(),
+            me.body["name"].clone(),
+            me.body["role"].clone()
+        ),
+        (json!("Gina@example.com"), json!("Gina"), json!("customer"))
+    );
+    let gina = me.body["id"].clone();
+
+    // Same subject again (even with another e-mail at the provider): the same account.
+    let again = oidc(
+        json!({"provider": "google", "subject": "g-123", "email": "new@example.com",
+        "email_verified": true}),
+    )
+    .await;
+    let me = shop
+        .call(
+            "GET",
+            "/api/v1/users/me",
+            again.body["access_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(me.body["id"], gina);
+
+    // The social-only account has no password: password login fails like a wrong password.
+    let no_password = shop.login("gina@example.com", PASSWORD).await;
+    let unknown = shop.login("nobody@example.com", PASSWORD).await;
+    assert_eq!(no_password.status, 401);
+    assert_eq!(problem(&no_password), problem(&unknown));
+
+    // An existing password account is linked only on a verified e-mail.
+    assert_eq!(
+        shop.register("hank@example.com", PASSWORD).await.status,
+        201
+    );
+    let unverified = oidc(
+        json!({"provider": "github", "subject": "42", "email": "hank@example.com",
+        "email_verified": false}),
+    )
+    .await;
+    assert_eq!(unverified.status, 409, "{}", unverified.body);
+    let verified = oidc(
+        json!({"provider": "github", "subject": "42", "email": "HANK@example.com",
+        "email_verified": true}),
+    )
+    .await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let linked = shop
+        .call(
+            "GET",
+            "/api/v1/users/me",
+            verified.body["access_token"].as_str(),
+            None,
+        )
+        .await;
+    let by_password = shop.login("hank@example.com", PASSWORD).await;
+    let by_password = shop
+        .call(
+            "GET",
+            "/api/v1/users/me",
+            by_password.body["access_token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(linked.body["id"], by_password.body["id"]);
+    // The social session is a refresh family like any other.
+    let rotated = shop
+        .refresh(verified.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(rotated.status, 200);
+
+    // Validation and method rules.
+    let invalid = oidc(json!({"provider": "Google!", "subject": "", "email": "x"})).await;
+    assert_eq!(invalid.status, 422);
+    assert_eq!(problem(&invalid)["errors"].as_array().unwrap().len(), 3);
+    let wrong_method = shop.call("GET", "/internal/oidc/login", None, None).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.headers["allow"], "POST");
+}
+
+/// `bazaar up --no-migrate` leaves the schema behind: the users service is not ready until
+/// `bazaar admin migrate` has run.
+#[tokio::test]
+async fn readiness_waits_for_the_admin_migration() {
+    let shop = Shop {
+        runner: shop(PRIVATE_ROUTES).arg("--no-migrate").start(),
+        variables: Vec::new(),
+    };
+    assert!(
+        !shop
+            .runner
+            .stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("Migrated")),
+        "--no-migrate must skip the release phase"
+    );
+    let behind = shop.call("GET", "/health/ready", None, None).await;
+    assert_eq!(behind.status, 503, "{}", behind.body);
+    assert!(
+        problem(&behind)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bazaar admin migrate")
+    );
+
+    let (ok, migrated, stderr) = shop.admin(&["migrate"], None);
+    assert!(ok, "{stderr}");
+    let users = migrated["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["component"] == "users")
+        .unwrap_or_else(|| panic!("{migrated}"));
+    assert_eq!(users["result"], json!({"applied": [1], "version": 1}));
+    let ready = shop.call("GET", "/health/ready", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body["schema_version"], 1);
+}
