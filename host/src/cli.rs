@@ -96,6 +96,9 @@ pub struct UpArgs {
     /// Do not run the components' migrations (`bazaar admin migrate`) before serving.
     #[arg(long)]
     pub no_migrate: bool,
+    /// Do not start the payment host (`payments.toml` beside the manifest) alongside the app.
+    #[arg(long, env = "BAZAAR_NO_PAYMENTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_payments: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -228,6 +231,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             println!("Migrated {component}: {}", migrated["result"]);
         }
     }
+    // The isolated payment host (docs/payments.md) runs beside the app, so the shop is one command.
+    let payments = if args.no_payments {
+        None
+    } else {
+        crate::payments::start_beside_manifest(&args.source.from).await?
+    };
     let redis_trigger = RedisTrigger::new(app.clone())?;
     let jobs = crate::trigger::scheduler::jobs_from_manifest(&app.manifest)?;
     // Subscribed before "Serving" is printed, so nothing published after that is missed.
@@ -250,6 +259,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let served = trigger.serve(listener, shutdown).await;
     if let Ok(redis_stop) = redis_stopped.await {
         let _ = redis_stop.await;
+    }
+    if let Some(payments) = payments {
+        // It saw the same signal and drains on its own; it gets the same deadline.
+        let _ = tokio::time::timeout(drain_timeout, payments).await;
     }
     served
 }

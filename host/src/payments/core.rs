@@ -322,10 +322,13 @@ impl Core {
             "created_at": rfc3339(p.created_at),
             "updated_at": rfc3339(p.updated_at),
         });
-        if let Some(m) = method {
-            if let (Some(brand), Some(last4)) = (m.brand, m.last4) {
-                out["card"] = json!({"brand": brand, "last4": last4});
-            }
+        if let Some(MethodRow {
+            brand: Some(brand),
+            last4: Some(last4),
+            ..
+        }) = method
+        {
+            out["card"] = json!({"brand": brand, "last4": last4});
         }
         if let Some(a) = &p.next_action {
             out["next_action"] = json!(a);

@@ -175,14 +175,14 @@ pub fn assess(signals: &Signals, config: &FraudConfig) -> Assessment {
             format!("first purchase above {}", config.first_purchase_limit),
         );
     }
-    if let (Some(bin), Some(ship)) = (&signals.bin_country, &signals.shipping_country) {
-        if !bin.eq_ignore_ascii_case(ship) {
-            add(
-                "bin_country_mismatch",
-                20,
-                format!("card issued in {bin}, shipping to {ship}"),
-            );
-        }
+    if let (Some(bin), Some(ship)) = (&signals.bin_country, &signals.shipping_country)
+        && !bin.eq_ignore_ascii_case(ship)
+    {
+        add(
+            "bin_country_mismatch",
+            20,
+            format!("card issued in {bin}, shipping to {ship}"),
+        );
     }
     match signals.account_age_days {
         Some(0) => add("new_account", 15, "account created today".to_string()),

@@ -633,27 +633,25 @@ impl Simulator {
             );
             return reply(s, b);
         };
-        if let Some(key) = &key {
-            if let Some((s, b)) = self
-                .state
+        let replay = key.as_ref().and_then(|key| {
+            self.state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .idempotency
                 .get(key)
                 .cloned()
-            {
-                return reply(s, b);
-            }
+        });
+        if let Some((s, b)) = replay {
+            return reply(s, b);
         }
         let (status, out) = self.dispatch(&method, &path, &body).await;
-        if let Some(key) = key {
-            if status < 500 {
-                self.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .idempotency
-                    .insert(key, (status, out.clone()));
-            }
+        // Server errors are not stored, so a retry can succeed (Stripe does the same).
+        if let (Some(key), true) = (key, status < 500) {
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .idempotency
+                .insert(key, (status, out.clone()));
         }
         reply(status, out)
     }

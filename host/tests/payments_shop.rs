@@ -1,0 +1,239 @@
+//! Payments through the shop as a client uses it: `bazaar up` on the real `spin.toml` (gateway +
+//! payments component) starts the payment host from the `payments.toml` beside the manifest; a
+//! client with a real access token saves a card, pays, and an admin refunds — all through the
+//! gateway. Every log line (runner, components' log files, payment host) is then searched for
+//! the card number and CVC.
+
+mod common;
+
+use bazaar_platform::auth::Role;
+use bazaar_platform::jwt::{Claims, KeyPair, sign};
+use common::{client, shop_only};
+use serde_json::{Value, json};
+
+const SEED_B64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc";
+const PAN: &str = "4242424242424242";
+const CVC: &str = "739";
+
+fn token(sub: &str, role: Role) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    sign(
+        &KeyPair::from_seed("test", [7u8; 32]),
+        &Claims {
+            sub: sub.to_owned(),
+            role,
+            iss: "bazaar".into(),
+            aud: "bazaar-api".into(),
+            iat: now,
+            nbf: now - 5,
+            exp: now + 3600,
+            jti: format!("jti-{sub}-{now}"),
+        },
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client().request(method.parse().unwrap(), format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn all_logs(dir: &std::path::Path, runner_output: &str) -> String {
+    let mut text = runner_output.to_string();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "txt" || e == "log") {
+                text.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(&path).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_client_saves_a_card_pays_and_an_admin_refunds_through_the_gateway() {
+    let card = common::build_wasm("payment-card");
+    let host_port = free_port();
+    let sim_port = free_port();
+    let payments_toml = format!(
+        r#"
+listen = "127.0.0.1:{host_port}"
+database = "sqlite:.spin/payments.db"
+[simulator]
+listen = "127.0.0.1:{sim_port}"
+[providers.card]
+component = "{}"
+allowed_outbound_hosts = ["http://127.0.0.1:{sim_port}"]
+[providers.card.settings]
+api_base = "http://127.0.0.1:{sim_port}"
+api_key = "sk_test_bazaar"
+"#,
+        card.display()
+    );
+    let app = shop_only(&["gateway", "users", "payments"], "")
+        .file("payments.toml", &payments_toml)
+        .arg("--variable")
+        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg("--variable")
+        .arg("gateway_upstreams=users,payments")
+        .arg("--variable")
+        .arg(&format!("payment_host_url=http://127.0.0.1:{host_port}"))
+        .start();
+    assert!(
+        app.wait_for_stdout("Payment host serving"),
+        "bazaar up starts the payment host"
+    );
+    let base = app.url("");
+    let customer = token("usr_pay_customer", Role::Customer);
+    let admin = token("usr_pay_admin", Role::Admin);
+
+    let (status, _) = call(
+        &base,
+        "POST",
+        "/api/v1/payments/methods",
+        None,
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, method) = call(
+        &base,
+        "POST",
+        "/api/v1/payments/methods",
+        Some(&customer),
+        None,
+        Some(json!({
+            "number": PAN, "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "Ada Lovelace"
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{method}");
+    assert_eq!(
+        (method["brand"].as_str(), method["last4"].as_str()),
+        (Some("visa"), Some("4242"))
+    );
+    let pm = method["payment_method"].as_str().unwrap();
+
+    let (status, payment) = call(&base, "POST", "/api/v1/payments", Some(&customer), Some("shop-pay-1"), Some(json!({
+        "order_id": "ord_shop_1", "amount": {"amount": 4200, "currency": "EUR"}, "payment_method": pm
+    }))).await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "authorized");
+    assert_eq!(payment["user_id"], "usr_pay_customer");
+    let id = payment["id"].as_str().unwrap();
+
+    let (status, captured) = call(
+        &base,
+        "POST",
+        &format!("/api/v1/payments/{id}/capture"),
+        Some(&customer),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!(captured["status"], "captured");
+    let (status, _) = call(
+        &base,
+        "POST",
+        &format!("/api/v1/payments/{id}/refund"),
+        Some(&customer),
+        None,
+        Some(json!({"amount": 100})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, refunded) = call(
+        &base,
+        "POST",
+        &format!("/api/v1/payments/{id}/refund"),
+        Some(&admin),
+        None,
+        Some(json!({"amount": 1200})),
+    )
+    .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["status"], "partially_refunded");
+    let (status, seen) = call(
+        &base,
+        "GET",
+        &format!("/api/v1/payments/{id}"),
+        Some(&customer),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["refunded"], json!({"amount": 1200, "currency": "EUR"}));
+    let other = token("usr_someone_else", Role::Customer);
+    let (status, _) = call(
+        &base,
+        "GET",
+        &format!("/api/v1/payments/{id}"),
+        Some(&other),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let output = format!(
+        "{}\n{}",
+        app.stdout.lock().unwrap().join("\n"),
+        app.stderr_text()
+    );
+    let logs = all_logs(app.dir.path(), &output);
+    assert!(
+        logs.contains("forwarded to the payment host"),
+        "the component logged its calls"
+    );
+    assert!(!logs.contains(PAN), "the card number appears in a log");
+    assert!(
+        !logs.contains(&format!("\"{CVC}\"")) && !logs.contains("\"cvc\""),
+        "the CVC appears in a log"
+    );
+}
