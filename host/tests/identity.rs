@@ -24,7 +24,7 @@ struct Answer {
 
 impl Shop {
     fn start(variables: &[String]) -> Shop {
-        let mut builder = shop("");
+        let mut builder = shop(PRIVATE_ROUTES);
         for v in variables {
             builder = builder.arg("--variable").arg(v);
         }
@@ -264,6 +264,22 @@ async fn password_accounts_and_refresh_families(shop: &Shop) {
         )
         .await;
     assert_eq!(out.status, 204);
+
+    // The clean-up job deletes the two dead families (reused, logged out) and nothing else:
+    // the live session still refreshes, the dead tokens stay dead, and a rerun is a no-op.
+    let live = shop.login("ada@example.com", PASSWORD).await;
+    let pruned = shop.call("POST", "/internal/jobs/prune", None, None).await;
+    assert_eq!(pruned.status, 200, "{}", pruned.body);
+    assert_eq!(pruned.body["families_deleted"], 2, "{}", pruned.body);
+    assert_eq!(pruned.body["tokens_deleted"], 4, "{}", pruned.body);
+    assert_eq!(shop.refresh(&newest).await.status, 401);
+    assert_eq!(shop.refresh(&token).await.status, 401);
+    let live = shop
+        .refresh(live.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(live.status, 200);
+    let again = shop.call("POST", "/internal/jobs/prune", None, None).await;
+    assert_eq!(again.body["families_deleted"], 0, "{}", again.body);
 }
 
 /// Profiles and roles with gateway-verified access tokens, and `bazaar admin create-admin`.
@@ -627,6 +643,17 @@ async fn the_same_identity_flows_run_on_postgresql() {
     let shop = Shop::start(&[format!("users_database={url}")]);
     password_accounts_and_refresh_families(&shop).await;
     profiles_roles_and_the_admin_process(&shop).await;
+    // Throttling counters use an upsert whose SQL must work on PostgreSQL too.
+    for _ in 0..5 {
+        assert_eq!(
+            shop.login("ada@example.com", "wrong-password-guess")
+                .await
+                .status,
+            401
+        );
+    }
+    let locked = shop.login("ada@example.com", PASSWORD).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
     // The rows really are in PostgreSQL, and only digests of refresh tokens are stored.
     let (pg, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -667,6 +694,10 @@ component = "users"
 
 [[trigger.http]]
 route = "/health/ready"
+component = "users"
+
+[[trigger.http]]
+route = "/internal/jobs/prune"
 component = "users"
 "#;
 

@@ -67,6 +67,7 @@ pub fn handle(request: &Request, config: impl FnOnce() -> Result<Config, String>
         ["health", "live"] | ["health", "ready"] | ["internal", "jwks"] => &["GET"],
         ["internal", "admin", "migrate"]
         | ["internal", "admin", "create-admin"]
+        | ["internal", "jobs", "prune"]
         | ["internal", "oidc", "login"]
         | ["auth", "register" | "login" | "refresh" | "logout"] => &["POST"],
         ["api", "v1", "users", "me"] => &["GET", "PATCH"],
@@ -106,6 +107,7 @@ pub fn handle(request: &Request, config: impl FnOnce() -> Result<Config, String>
         ("GET", ["internal", "jwks"]) => service.jwks(),
         ("POST", ["internal", "admin", "migrate"]) => service.migrate(),
         ("POST", ["internal", "admin", "create-admin"]) => service.create_admin(),
+        ("POST", ["internal", "jobs", "prune"]) => service.prune(),
         ("POST", ["internal", "oidc", "login"]) => service.oidc_login(),
         ("POST", ["auth", "register"]) => service.register(),
         ("POST", ["auth", "login"]) => service.login(),
@@ -264,6 +266,23 @@ impl Service<'_> {
         Ok(self
             .ctx
             .json(200, &json!({"applied": applied, "version": version})))
+    }
+
+    /// The periodic clean-up job (idempotent; correctness never depends on it: expiry and
+    /// windows are checked at read time).
+    fn prune(&self) -> Result<Response, Problem> {
+        let db = self.db()?;
+        let now = time::now_millis();
+        let (families, tokens) =
+            db.transaction(|db| store::prune_families(db, now).map_err(Problem::from))?;
+        let counters = store::prune_counters(&db, throttle::WINDOW_MS, now)?;
+        let result = json!({
+            "families_deleted": families,
+            "tokens_deleted": tokens,
+            "login_counters_deleted": counters,
+        });
+        self.ctx.log.info("pruned", &[("result", result.clone())]);
+        Ok(self.ctx.json(200, &result))
     }
 
     fn register(&self) -> Result<Response, Problem> {

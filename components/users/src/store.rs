@@ -269,6 +269,24 @@ pub fn revoke_family(
     Ok(())
 }
 
+/// Deletes refresh families that can no longer yield a token (revoked, or every token expired)
+/// with their tokens; returns (families, tokens) deleted. Families with a live token are kept
+/// whole, so reuse of an old token of a live family is still detected.
+pub fn prune_families(db: &Database, now: i64) -> Result<(u64, u64), DbError> {
+    const DEAD: &str = "SELECT f.id FROM refresh_families f WHERE f.revoked_at IS NOT NULL \
+         OR NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.expires_at > ?)";
+    let tokens = db.execute(
+        &format!("DELETE FROM refresh_tokens WHERE family_id IN ({DEAD})"),
+        &[now.into()],
+    )?;
+    let families = db.execute(
+        "DELETE FROM refresh_families WHERE NOT EXISTS \
+         (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.id)",
+        &[],
+    )?;
+    Ok((families, tokens))
+}
+
 // --- login throttling -------------------------------------------------------------------------
 
 pub fn read_counter(db: &Database, subject: &str) -> Result<Option<Counter>, DbError> {
@@ -310,6 +328,14 @@ pub fn record_failure(
         ],
     )?;
     Ok(())
+}
+
+/// Deletes counters whose window ended (they no longer throttle anything).
+pub fn prune_counters(db: &Database, window_ms: i64, now: i64) -> Result<u64, DbError> {
+    db.execute(
+        "DELETE FROM login_failures WHERE window_start + ? <= ?",
+        &[window_ms.into(), now.into()],
+    )
 }
 
 pub fn clear_counter(db: &Database, subject: &str) -> Result<(), DbError> {
