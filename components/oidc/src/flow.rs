@@ -1203,6 +1203,34 @@ mod tests {
     }
 
     #[test]
+    fn callback_params_keep_the_first_value_and_ignore_others() {
+        let p = CallbackParams::from_query("state=a&state=b&code=c%2Bd&iss=x&extra=1&error=");
+        assert_eq!(p.state.as_deref(), Some("a"));
+        assert_eq!(p.code.as_deref(), Some("c+d"));
+        assert_eq!(p.iss.as_deref(), Some("x"));
+        assert_eq!(p.error.as_deref(), Some(""));
+        assert!(CallbackParams::from_query("").state.is_none());
+    }
+
+    #[test]
+    fn provider_errors_map_to_clear_statuses_with_a_sanitised_code() {
+        let h = Harness::new(&[]);
+        let provider = h.config.provider("gh").unwrap();
+        let cases = [
+            ("access_denied", 401, "access_denied"),
+            ("temporarily_unavailable", 503, "temporarily_unavailable"),
+            ("invalid_scope", 502, "invalid_scope"),
+            ("<script>x</script>", 502, "scriptxscript"),
+        ];
+        for (error, status, code) in cases {
+            let problem = h.flow().provider_error(provider, error, Some("free text"));
+            assert_eq!(problem.status, status, "{error}");
+            assert_eq!(problem.extensions["provider_error"], code);
+            assert!(!problem.detail.contains("free text"));
+        }
+    }
+
+    #[test]
     fn unknown_provider_is_404() {
         let h = Harness::new(&[]);
         let problem = futures::executor::block_on(h.flow().start("nope")).unwrap_err();
