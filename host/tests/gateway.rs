@@ -7,19 +7,42 @@ mod common;
 use common::{client, shop};
 use serde_json::Value;
 
-/// A stand-in `orders` service (not built yet; the gateway's table already routes
-/// `/api/v1/orders*` to that id): the probe fixture on a private route, echoing what it received.
-const ORDERS_STAND_IN: &str = r#"
+/// A stand-in `recommendations` service (a later wave; the gateway's table already routes
+/// `/api/v1/recommendations*` to that id): the probe fixture on a private route, echoing what it
+/// received. If that service lands in spin.toml, pick another unbuilt id from the table.
+const STAND_IN: &str = r#"
 [[trigger.http]]
 route = { private = true }
-component = "orders"
-[component.orders]
+component = "recommendations"
+[component.recommendations]
 source = "{probe}"
 "#;
 
 /// The default upstreams plus the stand-in.
-fn with_orders() -> String {
-    "gateway_upstreams=users,catalog,oidc,carts,inventory,orders".to_owned()
+fn with_stand_in() -> String {
+    "gateway_upstreams=users,catalog,oidc,carts,inventory,recommendations".to_owned()
+}
+
+/// The default `gateway_upstreams` of the repository's spin.toml.
+fn default_upstreams() -> Vec<String> {
+    let text = std::fs::read_to_string(common::workspace_root().join("spin.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    manifest["variables"]["gateway_upstreams"]["default"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {body}"))
 }
 
 #[tokio::test]
@@ -28,28 +51,44 @@ async fn health_endpoints_answer_and_readiness_covers_the_real_upstreams() {
     let response = client().get(app.url("/health/live")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
+
+    // Every configured upstream is probed; the answer is 200 exactly when every check passes.
+    // (Whether each service answers its liveness route is that service's business; this test
+    // checks the gateway's side.)
+    let response = client().get(app.url("/health/ready")).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    for id in default_upstreams() {
+        check(&body, &format!("upstream:{id}"));
+    }
+    for name in ["config", "store", "upstream:users", "upstream:catalog"] {
+        assert_eq!(check(&body, name)["status"], "ok", "{name}: {body}");
+    }
+    let all_ok = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "ok");
+    assert_eq!(status == 200, all_ok, "{status}: {body}");
+
+    // Narrowed to services that answer, the shop is ready.
+    let app = shop("")
+        .arg("--variable")
+        .arg("gateway_upstreams=users,catalog,oidc")
+        .start();
     let response = client().get(app.url("/health/ready")).send().await.unwrap();
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok", "{body}");
-    let names: Vec<&str> = body["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    for expected in ["config", "upstream:users", "upstream:catalog", "store"] {
-        assert!(names.contains(&expected), "{expected} missing: {body}");
-    }
 }
 
 #[tokio::test]
 async fn readiness_fails_when_an_upstream_is_missing() {
-    // `orders` is listed but no such component exists: its probe fails, so the shop is not ready.
+    // `analytics` is listed but no such component exists: its probe fails, so the shop is not ready.
     let app = shop("")
         .arg("--variable")
-        .arg("gateway_upstreams=users,orders")
+        .arg("gateway_upstreams=users,analytics")
         .start();
     let response = client().get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(response.status(), 503);
@@ -58,14 +97,14 @@ async fn readiness_fails_when_an_upstream_is_missing() {
         "application/problem+json"
     );
     let body: Value = response.json().await.unwrap();
-    let orders = body["checks"]
+    let analytics = body["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "upstream:orders")
+        .find(|c| c["name"] == "upstream:analytics")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(orders["status"], "fail", "{body}");
+    assert_eq!(analytics["status"], "fail", "{body}");
     let users = body["checks"]
         .as_array()
         .unwrap()
@@ -123,7 +162,7 @@ async fn unknown_routes_internal_paths_and_unconfigured_services_are_problem_jso
     let app = shop("").start();
     for path in [
         "/nope",
-        "/api/v1/analytics/sales",
+        "/api/v1/notifications/x",
         "/api/v1/unknown-service/x",
         "/internal/jwks",
         "/internal/admin/migrate",
@@ -153,12 +192,12 @@ async fn unknown_routes_internal_paths_and_unconfigured_services_are_problem_jso
 
 #[tokio::test]
 async fn api_requests_are_proxied_through_service_chaining() {
-    let app = shop(ORDERS_STAND_IN)
+    let app = shop(STAND_IN)
         .arg("--variable")
-        .arg(&with_orders())
+        .arg(&with_stand_in())
         .start();
     let response = client()
-        .post(app.url("/api/v1/orders?q=lamp&limit=2"))
+        .post(app.url("/api/v1/recommendations?q=lamp&limit=2"))
         .header("x-request-id", "req-42")
         .header("x-bazaar-user-id", "forged-admin")
         .header("content-type", "application/json")
@@ -171,10 +210,10 @@ async fn api_requests_are_proxied_through_service_chaining() {
     let seen: Value = response.json().await.unwrap();
     assert_eq!(seen["method"], "POST", "{seen}");
     assert_eq!(
-        seen["path_with_query"], "/api/v1/orders?q=lamp&limit=2",
+        seen["path_with_query"], "/api/v1/recommendations?q=lamp&limit=2",
         "{seen}"
     );
-    assert_eq!(seen["authority"], "orders.spin.internal", "{seen}");
+    assert_eq!(seen["authority"], "recommendations.spin.internal", "{seen}");
     assert_eq!(seen["body_len"], 15, "{seen}");
     assert_eq!(seen["headers"]["x-request-id"], "req-42", "{seen}");
     assert!(
@@ -196,7 +235,7 @@ async fn api_requests_are_proxied_through_service_chaining() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["name"] == "upstream:orders" && c["status"] == "ok"),
+            .any(|c| c["name"] == "upstream:recommendations" && c["status"] == "ok"),
         "{ready}"
     );
 }

@@ -4,8 +4,8 @@
 //!
 //! Tokens are minted here with `bazaar_platform::jwt` and the same fixed key the shop is started
 //! with (`--variable jwt_signing_keys=test=<seed>`), so the users service publishes its public
-//! half. Where the test must see what reached a service, a probe stand-in plays `orders` (a
-//! component id the gateway routes `/api/v1/orders*` to that the shop does not have yet); it
+//! half. Where the test must see what reached a service, a probe stand-in plays `recommendations`
+//! (a component id the gateway routes `/api/v1/recommendations*` to, due in a later wave); it
 //! echoes the request it received as JSON, so a 200 from it proves the gateway forwarded.
 
 mod common;
@@ -23,11 +23,11 @@ const SEED: [u8; 32] = [42; 32];
 const KID: &str = "test";
 const CHALLENGE: &str = "Bearer error=\"invalid_token\"";
 
-const ORDERS_STAND_IN: &str = r#"
+const STAND_IN: &str = r#"
 [[trigger.http]]
 route = { private = true }
-component = "orders"
-[component.orders]
+component = "recommendations"
+[component.recommendations]
 source = "{probe}"
 "#;
 
@@ -90,13 +90,13 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// The shop with the fixed signing key, the orders stand-in among the upstreams and `vars`.
+/// The shop with the fixed signing key, the stand-in among the upstreams and `vars`.
 fn start(vars: &[&str]) -> Runner {
-    let mut builder = shop(ORDERS_STAND_IN)
+    let mut builder = shop(STAND_IN)
         .arg("--variable")
         .arg(&format!("jwt_signing_keys={KID}={}", b64url(&SEED)))
         .arg("--variable")
-        .arg("gateway_upstreams=users,catalog,oidc,carts,inventory,orders");
+        .arg("gateway_upstreams=users,catalog,oidc,carts,inventory,recommendations");
     for var in vars {
         builder = builder.arg("--variable").arg(var);
     }
@@ -165,7 +165,7 @@ async fn access_tokens_are_verified_at_the_gateway() {
     // The verified identity reaches the service; the client's own x-bazaar-* headers never do.
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[
             (
                 "authorization",
@@ -187,7 +187,7 @@ async fn access_tokens_are_verified_at_the_gateway() {
 
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[
             ("x-bazaar-user-id", "forged"),
             ("x-bazaar-role", "admin"),
@@ -273,7 +273,12 @@ async fn invalid_tokens_are_refused_with_401_and_never_forwarded() {
     authorizations.push(("empty Bearer", "Bearer".to_owned()));
 
     for (name, authorization) in &authorizations {
-        let response = get_with(&app, "/api/v1/orders", &[("authorization", authorization)]).await;
+        let response = get_with(
+            &app,
+            "/api/v1/recommendations",
+            &[("authorization", authorization)],
+        )
+        .await;
         assert_eq!(response.status(), 401, "{name}");
         assert_eq!(response.headers()["www-authenticate"], CHALLENGE, "{name}");
         assert_eq!(
@@ -287,7 +292,7 @@ async fn invalid_tokens_are_refused_with_401_and_never_forwarded() {
     // The good token still passes (so the 401s above were about the tokens).
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[("authorization", &format!("Bearer {good}"))],
     )
     .await;
@@ -343,7 +348,7 @@ async fn keys_are_public_but_internal_routes_are_not() {
 async fn clients_over_the_rate_limit_get_429_with_retry_after() {
     let app = start(&["rate_limit_per_minute=3"]);
     for expected_remaining in ["2", "1", "0"] {
-        let response = get_with(&app, "/api/v1/orders", &[]).await;
+        let response = get_with(&app, "/api/v1/recommendations", &[]).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["ratelimit-limit"], "3");
         assert_eq!(
@@ -351,7 +356,7 @@ async fn clients_over_the_rate_limit_get_429_with_retry_after() {
             expected_remaining
         );
     }
-    let response = get_with(&app, "/api/v1/orders", &[]).await;
+    let response = get_with(&app, "/api/v1/recommendations", &[]).await;
     assert_eq!(response.status(), 429);
     let retry: u64 = response.headers()["retry-after"]
         .to_str()
@@ -372,7 +377,12 @@ async fn clients_over_the_rate_limit_get_429_with_retry_after() {
 
     // An authenticated user is charged separately from the address.
     let bearer = format!("Bearer {}", token("usr_rl", Role::Customer));
-    let response = get_with(&app, "/api/v1/orders", &[("authorization", &bearer)]).await;
+    let response = get_with(
+        &app,
+        "/api/v1/recommendations",
+        &[("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["ratelimit-remaining"], "2");
 }
@@ -382,7 +392,7 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
     let app = start(&["cors_allowed_origins=https://shop.example,http://localhost:5173"]);
     let preflight = |origin: &'static str| {
         client()
-            .request(reqwest::Method::OPTIONS, app.url("/api/v1/orders"))
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/recommendations"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header(
@@ -432,7 +442,7 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
 
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[("origin", "http://localhost:5173")],
     )
     .await;
@@ -456,7 +466,7 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
     }
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[("origin", "https://evil.example")],
     )
     .await;
@@ -474,7 +484,7 @@ async fn cors_is_off_by_default() {
     let app = start(&[]);
     let response = get_with(
         &app,
-        "/api/v1/orders",
+        "/api/v1/recommendations",
         &[("origin", "https://shop.example")],
     )
     .await;
@@ -535,7 +545,7 @@ async fn bodies_over_the_limit_are_413() {
             .send()
     };
     // Declared Content-Length over the limit.
-    let response = post("/api/v1/orders", 1025).await.unwrap();
+    let response = post("/api/v1/recommendations", 1025).await.unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(
         response.headers()["content-type"],
@@ -543,16 +553,16 @@ async fn bodies_over_the_limit_are_413() {
     );
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], 413, "{problem}");
-    let response = post("/api/v1/orders", 1024).await.unwrap();
+    let response = post("/api/v1/recommendations", 1024).await.unwrap();
     assert_eq!(response.status(), 200);
     let seen: Value = response.json().await.unwrap();
     assert_eq!(seen["body_len"], 1024, "{seen}");
 
     // Chunked, no Content-Length: counted while reading.
-    let (status, body) = post_chunked(&app, "/api/v1/orders", &vec![vec![b'x'; 400]; 5]);
+    let (status, body) = post_chunked(&app, "/api/v1/recommendations", &vec![vec![b'x'; 400]; 5]);
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("413"), "{body}");
-    let (status, body) = post_chunked(&app, "/api/v1/orders", &vec![vec![b'x'; 300]; 3]);
+    let (status, body) = post_chunked(&app, "/api/v1/recommendations", &vec![vec![b'x'; 300]; 3]);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"body_len\":900"), "{body}");
 
