@@ -266,14 +266,15 @@ pub fn lease_saga(
     if inserted == 1 {
         return Ok(true);
     }
+    // A finished checkout can still be leased by a later operation on the order (cancel);
+    // only an unexpired lease blocks.
     let taken = db.execute(
         "UPDATE sagas SET lease_until = ?, attempts = attempts + 1, updated_at = ? \
-         WHERE order_id = ? AND done = ? AND lease_until <= ?",
+         WHERE order_id = ? AND lease_until <= ?",
         &[
             (now + lease_ms).into(),
             now.into(),
             order_id.into(),
-            false.into(),
             now.into(),
         ],
     )?;

@@ -325,6 +325,33 @@ enum Connection {
 /// An open connection. Cheap to open per request (Spin pools PostgreSQL connections host-side).
 pub struct Database {
     connection: Connection,
+    /// Inside [`Database::transaction`]: lock errors are then the transaction's to handle.
+    in_transaction: std::cell::Cell<bool>,
+}
+
+/// Attempts for a statement that failed only because another connection held the lock.
+const LOCK_RETRIES: u32 = 6;
+
+/// Runs `attempt` again while it fails with [`DbError::Conflict`] outside a transaction.
+///
+/// SQLite answers "database is locked" once its busy timeout runs out; under a burst of
+/// writers that wait can exceed the timeout. A statement (or `BEGIN`) that failed this way did
+/// nothing, so repeating it after a short pause is always safe — unlike a statement inside a
+/// transaction, whose retry is the caller's decision.
+fn retry_locked<T>(
+    in_transaction: bool,
+    mut attempt: impl FnMut() -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(DbError::Conflict(_)) if !in_transaction && tries < LOCK_RETRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25 << tries.min(5)));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Database {
@@ -347,7 +374,10 @@ impl Database {
                 "the database URL must start with sqlite: or postgres://".to_owned(),
             ));
         };
-        Ok(Database { connection })
+        Ok(Database {
+            connection,
+            in_transaction: std::cell::Cell::new(false),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -368,6 +398,10 @@ impl Database {
 
     /// Runs a statement and returns the number of rows it changed.
     pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        retry_locked(self.in_transaction.get(), || self.execute_once(sql, params))
+    }
+
+    fn execute_once(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
         match &self.connection {
             Connection::Sqlite(conn) => {
                 conn.execute(sql, &sqlite_params(params))
@@ -393,6 +427,10 @@ impl Database {
 
     /// Runs a query and returns every row.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        retry_locked(self.in_transaction.get(), || self.query_once(sql, params))
+    }
+
+    fn query_once(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
         match &self.connection {
             Connection::Sqlite(conn) => {
                 let result = conn
@@ -440,23 +478,29 @@ impl Database {
         &self,
         work: impl FnOnce(&Database) -> Result<T, E>,
     ) -> Result<T, E> {
+        if self.in_transaction.get() {
+            // Already inside one: the outer transaction commits or rolls back everything.
+            return work(self);
+        }
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
         };
         self.execute(begin, &[])?;
-        match work(self) {
-            Ok(value) => {
-                if let Err(e) = self.execute("COMMIT", &[]) {
-                    let _ = self.execute("ROLLBACK", &[]);
-                    return Err(e.into());
-                }
-                Ok(value)
-            }
-            Err(e) => {
-                let _ = self.execute("ROLLBACK", &[]);
-                Err(e)
-            }
+        self.in_transaction.set(true);
+        let result = work(self);
+        let end = match &result {
+            Ok(_) => self.execute("COMMIT", &[]),
+            Err(_) => self.execute("ROLLBACK", &[]),
+        };
+        if end.is_err() {
+            let _ = self.execute("ROLLBACK", &[]);
+        }
+        self.in_transaction.set(false);
+        match (result, end) {
+            (Ok(value), Ok(_)) => Ok(value),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
         }
     }
 

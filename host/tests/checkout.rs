@@ -1,0 +1,564 @@
+//! Checkout end to end: the real `spin.toml` (gateway, catalog, carts, inventory, orders,
+//! payments) and the isolated payment host with the card plugin and its local sandbox simulator,
+//! all started by one `bazaar up`, driven over HTTP with real access tokens.
+
+mod common;
+
+use bazaar_platform::auth::Role;
+use bazaar_platform::jwt::{Claims, KeyPair, sign};
+use common::{Runner, build_wasm, client, shop, workspace_root};
+use serde_json::{Value, json};
+
+/// base64url of 32 bytes of 9: the test signing key's seed.
+const SEED_B64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
+
+fn token(sub: &str, role: Role) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    sign(
+        &KeyPair::from_seed("test", [9u8; 32]),
+        &Claims {
+            sub: sub.to_owned(),
+            role,
+            iss: "bazaar".into(),
+            aud: "bazaar-api".into(),
+            iat: now,
+            nbf: now - 5,
+            exp: now + 3600,
+            jti: format!("jti-{sub}-{now}"),
+        },
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The repository's payments.toml on ports of this test's own, with the test-built plugins and
+/// fraud thresholds out of reach (these tests are about checkout, not fraud screening; many
+/// checkouts from one address and card would otherwise be blocked, as they should be).
+fn payments_config(host_port: u16) -> String {
+    let sim_port = free_port();
+    let mut config = std::fs::read_to_string(workspace_root().join("payments.toml")).unwrap();
+    config = config
+        .replace("127.0.0.1:3100", &format!("127.0.0.1:{host_port}"))
+        .replace("127.0.0.1:3101", &format!("127.0.0.1:{sim_port}"));
+    for plugin in ["payment-card", "payment-crypto", "payment-wallet"] {
+        let release = format!(
+            "target/wasm32-wasip2/release/{}.wasm",
+            plugin.replace('-', "_")
+        );
+        if config.contains(&release) {
+            config = config.replace(&release, &build_wasm(plugin).display().to_string());
+        }
+    }
+    let mut table: toml::Table = toml::from_str(&config).unwrap();
+    if let Some(toml::Value::Table(fraud)) = table.get_mut("fraud") {
+        fraud.insert("review_at".into(), toml::Value::Integer(100_000));
+        fraud.insert("block_at".into(), toml::Value::Integer(100_001));
+    }
+    toml::to_string(&table).unwrap()
+}
+
+struct Shop {
+    app: Runner,
+    admin: String,
+}
+
+fn start() -> Shop {
+    let port = free_port();
+    let app = shop("")
+        .file("payments.toml", &payments_config(port))
+        .arg("--variable")
+        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg("--variable")
+        .arg(&format!("payment_host_url=http://127.0.0.1:{port}"))
+        .arg("--variable")
+        .arg("rate_limit_per_minute=100000")
+        .start();
+    Shop {
+        app,
+        admin: token("usr_admin", Role::Admin),
+    }
+}
+
+impl Shop {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = client().request(method.parse().unwrap(), self.app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        )
+    }
+
+    async fn product(&self, sku: &str, amount: i64, stock: i64) -> String {
+        let (status, product, _) = self
+            .call(
+                "POST",
+                "/api/v1/products",
+                Some(&self.admin),
+                None,
+                Some(
+                    json!({"sku": sku, "name": format!("Product {sku}"), "description": "d",
+                            "price": {"amount": amount, "currency": "EUR"}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 201, "{product}");
+        let id = product["id"].as_str().unwrap().to_owned();
+        let (status, body, _) = self
+            .call(
+                "PUT",
+                &format!("/api/v1/inventory/{id}/warehouses/main"),
+                Some(&self.admin),
+                None,
+                Some(json!({"on_hand": stock})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        id
+    }
+
+    async fn card(&self, token: &str, number: &str) -> String {
+        let (status, body, _) = self
+            .call(
+                "POST",
+                "/api/v1/payments/methods",
+                Some(token),
+                None,
+                Some(json!({"number": number, "exp_month": 12, "exp_year": 2031,
+                            "cvc": "123", "name": "Ada Lovelace"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert!(body.get("number").is_none() && !body.to_string().contains(number));
+        body["payment_method"].as_str().unwrap().to_owned()
+    }
+
+    async fn stock(&self, product: &str) -> Value {
+        let (status, body, _) = self
+            .call(
+                "GET",
+                &format!("/api/v1/inventory/{product}"),
+                None,
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+fn address() -> Value {
+    json!({"name": "Ada Lovelace", "line1": "1 Analytical St", "city": "London",
+           "postal_code": "N1 9GU", "country": "GB"})
+}
+
+#[tokio::test]
+async fn the_whole_journey_and_its_failure_paths() {
+    let shop = start();
+    let customer = token("usr_ada", Role::Customer);
+    let product = shop.product("JOURNEY-1", 1250, 50).await;
+
+    // Cart → checkout of the cart.
+    let (status, cart, headers) = shop
+        .call(
+            "POST",
+            "/api/v1/cart/items",
+            Some(&customer),
+            None,
+            Some(json!({"product_id": product, "quantity": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cart}");
+    assert!(headers.contains_key("x-cart-id"));
+    assert_eq!(cart["total"], json!({"amount": 2500, "currency": "EUR"}));
+    let card = shop.card(&customer, "4242424242424242").await;
+    let checkout = json!({"shipping_address": address(), "payment_method": card});
+    let (status, order, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-1"),
+            Some(checkout.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["total"], json!({"amount": 2500, "currency": "EUR"}));
+    let order_id = order["id"].as_str().unwrap().to_owned();
+
+    // Idempotency: the same request replays, a different one under the key is refused.
+    let (status, replay, headers) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-1"),
+            Some(checkout.clone()),
+        )
+        .await;
+    assert_eq!((status, &replay["id"]), (201, &order["id"]));
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let (status, _, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-1"),
+            Some(json!({"shipping_address": address(), "payment_method": "pm_other"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            None,
+            Some(checkout.clone()),
+        )
+        .await;
+    assert_eq!(status, 400, "Idempotency-Key is required");
+
+    // Effects: cart emptied, stock committed, payment captured, the stream recorded.
+    let (_, cart, _) = shop
+        .call("GET", "/api/v1/cart", Some(&customer), None, None)
+        .await;
+    assert_eq!(cart["items"], json!([]), "{cart}");
+    let stock = shop.stock(&product).await;
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(48), Some(0)),
+        "{stock}"
+    );
+    let payment_id = order["payment_id"].as_str().unwrap();
+    let (status, payment, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{payment_id}"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{payment}");
+    assert_eq!(payment["status"], "captured", "{payment}");
+    let (status, events, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/orders/{order_id}/events"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "order.created",
+            "order.stock_reserved",
+            "order.payment_authorized",
+            "order.confirmed",
+            "order.paid"
+        ]
+    );
+
+    // Other customers cannot see it; the owner and admins can.
+    let stranger = token("usr_eve", Role::Customer);
+    let (status, _, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/orders/{order_id}"),
+            Some(&stranger),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/orders/{order_id}"),
+            Some(&shop.admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Ship, deliver; a delivered order cannot be cancelled; customers cannot ship.
+    let (status, _, _) = shop
+        .call(
+            "POST",
+            &format!("/api/v1/orders/{order_id}/ship"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    for (action, expected) in [("ship", "shipped"), ("deliver", "delivered")] {
+        let (status, body, _) = shop
+            .call(
+                "POST",
+                &format!("/api/v1/orders/{order_id}/{action}"),
+                Some(&shop.admin),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some(expected)),
+            "{body}"
+        );
+    }
+    let (status, body, _) = shop
+        .call(
+            "POST",
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    // A declined card: 422 with the reason, nothing reserved or charged.
+    let declined = shop.card(&customer, "4000000000000002").await;
+    let (status, problem, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-declined"),
+            Some(json!({"items": [{"product_id": product, "quantity": 1}],
+                          "shipping_address": address(), "payment_method": declined})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "payment_declined", "{problem}");
+    let stock = shop.stock(&product).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(48), Some(0)),
+        "{stock}"
+    );
+
+    // Out of stock: 409, nothing charged.
+    let (status, problem, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-too-many"),
+            Some(json!({"items": [{"product_id": product, "quantity": 49}],
+                          "shipping_address": address(), "payment_method": card})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["code"], "out_of_stock", "{problem}");
+
+    // Cancel after payment: refunded, stock back on the shelf.
+    let (status, paid, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("journey-cancel"),
+            Some(json!({"items": [{"product_id": product, "quantity": 3}],
+                          "shipping_address": address(), "payment_method": card})),
+        )
+        .await;
+    assert_eq!(status, 201, "{paid}");
+    assert_eq!(shop.stock(&product).await["on_hand"], 45);
+    let (status, cancelled, _) = shop
+        .call(
+            "POST",
+            &format!("/api/v1/orders/{}/cancel", paid["id"].as_str().unwrap()),
+            Some(&customer),
+            Some("cancel-1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled")),
+        "{cancelled}"
+    );
+    assert_eq!(shop.stock(&product).await["on_hand"], 48);
+    let (_, payment, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{}", paid["payment_id"].as_str().unwrap()),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(payment["status"], "refunded", "{payment}");
+
+    // Bad input is a clear error.
+    let (status, _, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("bad-1"),
+            Some(json!({"shipping_address": {"country": "Spain"}, "payment_method": card})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = shop
+        .call("POST", "/api/v1/orders", None, Some("anon"), Some(checkout))
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn concurrent_checkouts_never_oversell_and_one_key_charges_once() {
+    let shop = start();
+    let product = shop.product("HOT-1", 500, 50).await;
+
+    // 200 customers race for 50 units.
+    let mut customers = Vec::new();
+    for i in 0..200 {
+        let customer = token(&format!("usr_rush_{i}"), Role::Customer);
+        let card = shop.card(&customer, "4242424242424242").await;
+        customers.push((customer, card));
+    }
+    let attempts = customers.iter().enumerate().map(|(i, (customer, card))| {
+        let shop = &shop;
+        let product = product.clone();
+        async move {
+            shop.call(
+                "POST",
+                "/api/v1/orders",
+                Some(customer),
+                Some(&format!("rush-{i}")),
+                Some(json!({"items": [{"product_id": product, "quantity": 1}],
+                                  "shipping_address": address(), "payment_method": card})),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let confirmed = results
+        .iter()
+        .filter(|(s, b, _)| *s == 201 && b["status"] == "paid")
+        .count();
+    let out_of_stock = results
+        .iter()
+        .filter(|(s, b, _)| *s == 409 && b["code"] == "out_of_stock")
+        .count();
+    let others: Vec<_> = results
+        .iter()
+        .filter(|(s, _, _)| *s != 201 && *s != 409)
+        .map(|(s, b, _)| (s, b))
+        .collect();
+    assert!(others.is_empty(), "unexpected answers: {others:?}");
+    assert_eq!(confirmed, 50);
+    assert_eq!(out_of_stock, 150);
+    let stock = shop.stock(&product).await;
+    assert_eq!(
+        (
+            stock["on_hand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{stock}"
+    );
+
+    // 50 concurrent requests with one key: one order, one authorization.
+    let product = shop.product("ONCE-1", 700, 10).await;
+    let customer = token("usr_once", Role::Customer);
+    let card = shop.card(&customer, "4242424242424242").await;
+    let body = json!({"items": [{"product_id": product, "quantity": 1}],
+                      "shipping_address": address(), "payment_method": card});
+    let attempts = (0..50).map(|_| {
+        shop.call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("the-one-key"),
+            Some(body.clone()),
+        )
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter(|(s, _, _)| *s == 201)
+        .map(|(_, b, _)| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.len() <= 1, "{ids:?}");
+    assert!(
+        results.iter().all(|(s, _, _)| *s == 201 || *s == 409),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    // Whatever the in-flight duplicates saw, the key now replays the one order.
+    let (status, order, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("the-one-key"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let (_, list, _) = shop
+        .call(
+            "GET",
+            "/api/v1/orders?limit=100",
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(shop.stock(&product).await["on_hand"], 9);
+}
