@@ -286,7 +286,7 @@ fn check_claims(claims: &Value, expect: &Expectations) -> Result<IdClaims, Token
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
     let number = |name: &str| claims.get(name).and_then(Value::as_i64);
 
-    if text("iss") != Some(expect.issuer) {
+    if !issuer_matches(text("iss"), expect.issuer) {
         return Err(TokenError::WrongIssuer);
     }
     let audiences: Vec<&str> = match claims.get("aud") {
@@ -335,6 +335,18 @@ fn check_claims(claims: &Value, expect: &Expectations) -> Result<IdClaims, Token
         name: text("name").map(str::to_owned),
         preferred_username: text("preferred_username").map(str::to_owned),
     })
+}
+
+/// Google's issuer; Google documents that its ID tokens may carry it without the scheme.
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+/// `iss` must be the issuer exactly; the one documented exception is Google's scheme-less form.
+fn issuer_matches(iss: Option<&str>, issuer: &str) -> bool {
+    match iss {
+        Some(iss) if iss == issuer => true,
+        Some("accounts.google.com") => issuer == GOOGLE_ISSUER,
+        _ => false,
+    }
 }
 
 /// `true` or, as some providers send it, `"true"`.
@@ -561,6 +573,18 @@ mod tests {
             with(|c| c["iss"] = "https://idp.example/".into()),
             Err(TokenError::WrongIssuer)
         );
+    }
+
+    #[test]
+    fn google_scheme_less_issuer_is_accepted_for_google_only() {
+        assert!(issuer_matches(Some("accounts.google.com"), GOOGLE_ISSUER));
+        assert!(issuer_matches(Some(GOOGLE_ISSUER), GOOGLE_ISSUER));
+        assert!(!issuer_matches(
+            Some("accounts.google.com"),
+            "https://idp.example"
+        ));
+        assert!(!issuer_matches(Some("idp.example"), "https://idp.example"));
+        assert!(!issuer_matches(None, GOOGLE_ISSUER));
     }
 
     #[test]
