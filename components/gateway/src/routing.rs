@@ -26,7 +26,7 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Where the users service serves the JWKS (private route).
 pub const JWKS_UPSTREAM_PATH: &str = "/internal/jwks";
 /// Methods the JWKS path accepts.
-pub const JWKS_METHODS: &[&str] = &["GET", "HEAD"];
+pub const JWKS_METHODS: &[&str] = &["GET"];
 
 /// One row of the routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub enum Route {
     Ready,
     /// Forward to this upstream component.
     Proxy { component: &'static str },
-    /// `GET`/`HEAD /.well-known/jwks.json`: the users service's `/internal/jwks`.
+    /// `GET /.well-known/jwks.json`: the users service's `/internal/jwks`.
     Jwks,
     /// A known path with a method it does not support.
     MethodNotAllowed { allow: &'static [&'static str] },
@@ -97,7 +97,7 @@ pub fn route(method: &Method, path: &str, config: &Config) -> Route {
         };
     }
     if path == JWKS_PATH {
-        return if method == Method::GET || method == Method::HEAD {
+        return if method == Method::GET {
             if config.has_upstream("users") {
                 Route::Jwks
             } else {
@@ -301,16 +301,12 @@ mod tests {
             route(&Method::GET, "/.well-known/jwks.json", &all()),
             Route::Jwks
         );
-        assert_eq!(
-            route(&Method::HEAD, "/.well-known/jwks.json", &all()),
-            Route::Jwks
-        );
-        assert_eq!(
-            route(&Method::POST, "/.well-known/jwks.json", &all()),
-            Route::MethodNotAllowed {
-                allow: &["GET", "HEAD"]
-            }
-        );
+        for method in [Method::HEAD, Method::POST] {
+            assert_eq!(
+                route(&method, "/.well-known/jwks.json", &all()),
+                Route::MethodNotAllowed { allow: &["GET"] }
+            );
+        }
         assert_eq!(
             route(
                 &Method::GET,
