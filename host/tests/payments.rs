@@ -57,6 +57,8 @@ struct Options {
     hostile_wallet: bool,
     /// Configure the crypto provider (simulator delivers its webhooks to the host).
     crypto: bool,
+    /// Configure the real wallet provider (PayPal-shaped) as `wallet`.
+    wallet: bool,
     fuel: u64,
     memory_bytes: usize,
 }
@@ -67,6 +69,7 @@ impl Default for Options {
             card_allowed: None,
             hostile_wallet: false,
             crypto: false,
+            wallet: false,
             fuel: 2_000_000_000,
             memory_bytes: 32 << 20,
         }
@@ -119,6 +122,22 @@ allowed_outbound_hosts = ["{sim}"]
 forbidden_url = "http://127.0.0.1:9/steal"
 "#,
             hostile.display()
+        ));
+    }
+    if options.wallet {
+        let wallet = common::build_wasm("payment-wallet");
+        config.push_str(&format!(
+            r#"
+[providers.wallet]
+component = "{}"
+allowed_outbound_hosts = ["{sim}"]
+[providers.wallet.settings]
+api_base = "{sim}"
+client_id = "sandbox-client"
+client_secret = "sk_test_bazaar"
+webhook_secrets = "{WEBHOOK_SECRET}"
+"#,
+            wallet.display()
         ));
     }
     if options.crypto {
@@ -190,6 +209,19 @@ webhook_secrets = "{WEBHOOK_SECRET}"
 impl PaymentHost {
     fn logs(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for a log line containing `needle`: lines reach us through a reader
+    /// thread, a moment after the response that caused them.
+    fn log_shows(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     fn db_path(&self) -> PathBuf {
@@ -690,7 +722,7 @@ async fn a_plugin_that_loops_forever_is_stopped_and_other_payments_succeed() {
         .await;
     assert_eq!(payment["status"], "failed");
     assert!(
-        host.logs().contains("fuel"),
+        host.log_shows("fuel"),
         "the log names the exhausted CPU budget"
     );
 
@@ -715,7 +747,7 @@ async fn a_plugin_reaching_an_undeclared_host_is_denied() {
     let card = host.save_card("u-egress", "4242424242424242").await;
     let (status, body) = host.pay("u-egress", &card, 100, "egress-card").await;
     assert_eq!(status, 502, "{body}");
-    assert!(host.logs().contains("plugin outbound request denied"));
+    assert!(host.log_shows("plugin outbound request denied"));
 
     let (_, wallet) = host
         .call(
@@ -732,7 +764,7 @@ async fn a_plugin_reaching_an_undeclared_host_is_denied() {
     }))).await;
     assert_eq!(status, 502, "{body}");
     assert!(
-        host.logs().contains("egress_denied"),
+        host.log_shows("egress_denied"),
         "the plugin saw its request denied"
     );
     host.assert_no_card_data();
@@ -1036,5 +1068,90 @@ async fn crypto_invoice_is_settled_by_a_signed_webhook_and_refundable() {
         )
         .await;
     assert_eq!(lapsed["status"], "voided");
+    host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn wallet_payment_authorize_capture_refund_and_decline() {
+    let host = start(Options {
+        wallet: true,
+        ..Options::default()
+    });
+    let (status, method) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-pp",
+            "customer",
+            None,
+            Some(json!({"provider": "wallet"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{method}");
+    let token = method["payment_method"].as_str().unwrap().to_string();
+    let (status, payment) = host.pay("u-pp", &token, 1999, "pp-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "authorized");
+    assert!(payment["authorization_expires_at"].is_string());
+    let id = payment["id"].as_str().unwrap().to_string();
+    let (status, captured) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-pp",
+            "customer",
+            None,
+            Some(json!({"amount": 1500})),
+        )
+        .await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!(captured["captured"]["amount"], 1500);
+    for (amount, expected) in [(500, "partially_refunded"), (1000, "refunded")] {
+        let (status, refunded) = host
+            .call(
+                "POST",
+                &format!("/api/v1/payments/{id}/refund"),
+                "admin",
+                "admin",
+                None,
+                Some(json!({"amount": amount})),
+            )
+            .await;
+        assert_eq!(status, 200, "{refunded}");
+        assert_eq!(refunded["status"], expected);
+    }
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin",
+            "admin",
+            None,
+            Some(json!({"amount": 1})),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // The sandbox refuses payers whose wallet id says so.
+    let (_, declined_method) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-declined",
+            "customer",
+            None,
+            Some(json!({"provider": "wallet"})),
+        )
+        .await;
+    let (status, body) = host
+        .pay(
+            "u-declined",
+            declined_method["payment_method"].as_str().unwrap(),
+            100,
+            "pp-2",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["decline_code"], "instrument_declined");
     host.assert_no_card_data();
 }

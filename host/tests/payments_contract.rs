@@ -52,6 +52,14 @@ fn cases() -> Vec<Case> {
             authorized: ProviderStatus::Authorized,
         },
         Case {
+            name: "wallet",
+            package: "payment-wallet",
+            source: PaymentSource::Wallet("payer-contract".into()),
+            wrong_source: PaymentSource::Crypto,
+            extra: vec![],
+            authorized: ProviderStatus::Authorized,
+        },
+        Case {
             name: "crypto",
             package: "payment-crypto",
             source: PaymentSource::Crypto,
@@ -82,6 +90,9 @@ fn load(case: &Case, sim: &str, api_key: &str) -> PluginHost {
         ("api_base".to_string(), sim.to_string()),
         ("api_key".to_string(), api_key.to_string()),
         ("webhook_secrets".to_string(), SECRET.to_string()),
+        // The wallet's OAuth2 client credentials; the sandbox checks the secret.
+        ("client_id".to_string(), "sandbox-client".to_string()),
+        ("client_secret".to_string(), api_key.to_string()),
     ];
     settings.extend(case.extra.clone());
     PluginHost::load(

@@ -31,7 +31,7 @@ pub struct PaymentsArgs {
 pub enum PaymentsCommand {
     /// Serve the payment API with the providers named in the config file.
     Serve(ServeArgs),
-    /// Run only the local sandbox card-network simulator (a stand-in for the real provider API).
+    /// Run only the local sandbox simulators (stand-ins for the card, wallet and crypto provider APIs).
     Simulate(SimulateArgs),
 }
 
@@ -73,7 +73,7 @@ pub async fn main(args: PaymentsArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the simulator to {}", sim.listen))?;
             println!(
-                "Card-network sandbox simulator (local stand-in) on http://{}",
+                "Provider sandbox simulators (local stand-ins for card, wallet, crypto APIs) on http://{}",
                 listener.local_addr()?
             );
             let simulator = simulator::Simulator::new(config::SimulatorConfig {
@@ -149,7 +149,7 @@ pub async fn prepare(
             .await
             .with_context(|| format!("binding the card simulator to {}", sim.listen))?;
         println!(
-            "Card-network sandbox simulator (local stand-in) on http://{}",
+            "Provider sandbox simulators (local stand-ins for card, wallet, crypto APIs) on http://{}",
             listener.local_addr()?
         );
         background.push(tokio::spawn(simulator::serve(

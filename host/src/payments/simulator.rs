@@ -1,6 +1,10 @@
 //! LOCAL SANDBOX STAND-IN for the providers' APIs. Card network: a small in-memory server speaking the
 //! shape of Stripe's PaymentIntents API (form-encoded requests, JSON answers, `Idempotency-Key`,
 //! `Bearer` API keys, manual capture, refunds, decline codes and Stripe's test card numbers).
+//! Wallet: PayPal's Orders v2 / Payments v2 shape (OAuth2 client-credentials token, orders with
+//! `intent=AUTHORIZE`, vaulted payers approve at once, authorizations valid 29 days, capture,
+//! void, refunds on captures, `PayPal-Request-Id` idempotency; a vault id containing `declined`
+//! is refused with `INSTRUMENT_DECLINED`).
 //! Crypto: invoices in the shape of BTCPay Server's Greenfield API (`/api/v1/stores/{store}/…`,
 //! `token` API keys, decimal amounts), plus payer-side sandbox routes
 //! (`POST /sandbox/crypto/invoices/{id}/pay|expire`) that settle or expire an invoice and deliver
@@ -122,10 +126,103 @@ async fn deliver(url: &str, signature: &str, body: String) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A PayPal-shaped order with at most one authorization.
+struct PpOrder {
+    id: String,
+    reference_id: String,
+    currency: String,
+    amount: u64,
+    status: &'static str,
+    auth: Option<PpAuth>,
+    captures: Vec<(String, u64)>,
+    refunds: Vec<(String, u64)>,
+}
+
+struct PpAuth {
+    id: String,
+    status: &'static str,
+    amount: u64,
+    expires: u64,
+}
+
+/// PayPal's honour + validity window for an authorization.
+const PAYPAL_AUTHORIZATION_SECS: u64 = 29 * 24 * 3600;
+
+fn pp_money(minor: u64, currency: &str) -> Value {
+    json!({"currency_code": currency, "value": payment_plugin_kit::decimal::to_decimal(minor, currency)})
+}
+
+fn rfc3339_secs(secs: u64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl PpOrder {
+    fn auth_json(&self, auth: &PpAuth) -> Value {
+        json!({
+            "id": auth.id,
+            "status": auth.status,
+            "amount": pp_money(auth.amount, &self.currency),
+            "expiration_time": rfc3339_secs(auth.expires),
+            // Simulator extension: the same instant as unix seconds.
+            "expiration_time_unix": auth.expires,
+            "supplementary_data": {"related_ids": {"order_id": self.id}},
+        })
+    }
+
+    fn json(&self) -> Value {
+        let mut payments = json!({});
+        if let Some(auth) = &self.auth {
+            payments["authorizations"] = json!([self.auth_json(auth)]);
+            payments["captures"] = self
+                .captures
+                .iter()
+                .map(|(id, amount)| json!({"id": id, "status": "COMPLETED", "amount": pp_money(*amount, &self.currency),
+                    "supplementary_data": {"related_ids": {"order_id": self.id, "authorization_id": auth.id}}}))
+                .collect();
+            payments["refunds"] = self
+                .refunds
+                .iter()
+                .map(|(id, amount)| json!({"id": id, "status": "COMPLETED", "amount": pp_money(*amount, &self.currency)}))
+                .collect();
+        }
+        let mut links = vec![
+            json!({"rel": "self", "href": format!("/v2/checkout/orders/{}", self.id), "method": "GET"}),
+        ];
+        if self.status == "PAYER_ACTION_REQUIRED" {
+            links.push(json!({"rel": "payer-action", "href": format!("/sandbox/wallet/checkoutnow?token={}", self.id), "method": "GET"}));
+        }
+        json!({
+            "id": self.id,
+            "intent": "AUTHORIZE",
+            "status": self.status,
+            "purchase_units": [{"reference_id": self.reference_id, "amount": pp_money(self.amount, &self.currency), "payments": payments}],
+            "links": links,
+        })
+    }
+}
+
+fn pp_error(status: u16, issue: &str, message: &str) -> (u16, Value) {
+    let name = if status == 404 {
+        "RESOURCE_NOT_FOUND"
+    } else {
+        "UNPROCESSABLE_ENTITY"
+    };
+    (
+        status,
+        json!({"name": name, "message": message, "details": [{"issue": issue, "description": message}]}),
+    )
+}
+
 #[derive(Default)]
 struct State {
     intents: HashMap<String, Intent>,
     invoices: HashMap<String, Invoice>,
+    paypal_tokens: std::collections::HashSet<String>,
+    orders: HashMap<String, PpOrder>,
+    /// authorization id / capture id → order id
+    pp_index: HashMap<String, String>,
     /// `Idempotency-Key` → the first answer, replayed for retries.
     idempotency: HashMap<String, (u16, Value)>,
 }
@@ -389,6 +486,19 @@ impl Simulator {
                 )
             }
             (_, ["api", "v1", "stores", _store, rest @ ..]) => self.crypto(method, rest, body),
+            (&Method::POST, ["v1", "oauth2", "token"]) => {
+                let token = id("A21AA");
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .paypal_tokens
+                    .insert(token.clone());
+                (
+                    200,
+                    json!({"access_token": token, "token_type": "Bearer", "expires_in": 32400}),
+                )
+            }
+            (_, ["v2", rest @ ..]) => self.paypal(method, rest, body),
             (
                 &Method::POST,
                 [
@@ -406,6 +516,231 @@ impl Simulator {
                 None,
                 "Unrecognized request URL",
             ),
+        }
+    }
+
+    // ---- wallet (PayPal Orders v2 / Payments v2 shape) ------------------------------------
+
+    fn paypal(&self, method: &Method, rest: &[&str], body: &[u8]) -> (u16, Value) {
+        let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_secs();
+        for order in state.orders.values_mut() {
+            if let Some(auth) = &mut order.auth
+                && auth.status == "CREATED"
+                && now > auth.expires
+            {
+                auth.status = "EXPIRED";
+            }
+        }
+        let money = |v: &Value, currency: &str| {
+            v["value"]
+                .as_str()
+                .and_then(|x| payment_plugin_kit::decimal::from_decimal(x, currency))
+        };
+        match (method, rest) {
+            (&Method::POST, ["checkout", "orders"]) => {
+                let unit = &json["purchase_units"][0];
+                let currency = unit["amount"]["currency_code"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let Some(amount) =
+                    money(&unit["amount"], &currency).filter(|a| *a > 0 && currency.len() == 3)
+                else {
+                    return pp_error(
+                        422,
+                        "INVALID_PARAMETER_VALUE",
+                        "purchase_units[0].amount is invalid",
+                    );
+                };
+                if json["intent"] != "AUTHORIZE" {
+                    return pp_error(
+                        422,
+                        "INVALID_PARAMETER_VALUE",
+                        "only intent AUTHORIZE is simulated",
+                    );
+                }
+                let vault = json["payment_source"]["paypal"]["vault_id"].as_str();
+                if vault.is_some_and(|v| v.contains("declined")) {
+                    return pp_error(
+                        422,
+                        "INSTRUMENT_DECLINED",
+                        "The instrument presented was declined.",
+                    );
+                }
+                let order = PpOrder {
+                    id: id("ORDER").to_ascii_uppercase(),
+                    reference_id: unit["reference_id"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string(),
+                    currency,
+                    amount,
+                    // A vaulted payer has approved already; anyone else must approve at PayPal.
+                    status: if vault.is_some() {
+                        "APPROVED"
+                    } else {
+                        "PAYER_ACTION_REQUIRED"
+                    },
+                    auth: None,
+                    captures: Vec::new(),
+                    refunds: Vec::new(),
+                };
+                let out = order.json();
+                state.orders.insert(order.id.clone(), order);
+                (201, out)
+            }
+            (&Method::GET, ["checkout", "orders", order_id]) => match state.orders.get(*order_id) {
+                Some(order) => (200, order.json()),
+                None => pp_error(404, "INVALID_RESOURCE_ID", "order not found"),
+            },
+            (&Method::POST, ["checkout", "orders", order_id, "authorize"]) => {
+                let Some(order) = state.orders.get_mut(*order_id) else {
+                    return pp_error(404, "INVALID_RESOURCE_ID", "order not found");
+                };
+                if order.status != "APPROVED" {
+                    return pp_error(
+                        422,
+                        "ORDER_NOT_APPROVED",
+                        "the payer has not approved the order",
+                    );
+                }
+                let auth_id = id("AUTH").to_ascii_uppercase();
+                order.status = "COMPLETED";
+                order.auth = Some(PpAuth {
+                    id: auth_id.clone(),
+                    status: "CREATED",
+                    amount: order.amount,
+                    expires: now + PAYPAL_AUTHORIZATION_SECS,
+                });
+                let out = order.json();
+                let order_id = order.id.clone();
+                state.pp_index.insert(auth_id, order_id);
+                (201, out)
+            }
+            (_, ["payments", "authorizations", auth_id, action @ ..]) => {
+                let Some(order_id) = state.pp_index.get(*auth_id).cloned() else {
+                    return pp_error(404, "INVALID_RESOURCE_ID", "authorization not found");
+                };
+                let capture_id = id("CAP").to_ascii_uppercase();
+                let order = state.orders.get_mut(&order_id).expect("indexed order");
+                let currency = order.currency.clone();
+                let auth = order.auth.as_mut().expect("indexed authorization");
+                match (method, action) {
+                    (&Method::GET, []) => {}
+                    (&Method::POST, ["capture"]) => {
+                        match auth.status {
+                            "CREATED" => {}
+                            "VOIDED" => {
+                                return pp_error(
+                                    422,
+                                    "AUTHORIZATION_VOIDED",
+                                    "authorization is voided",
+                                );
+                            }
+                            "EXPIRED" => {
+                                return pp_error(
+                                    422,
+                                    "AUTHORIZATION_EXPIRED",
+                                    "authorization has expired",
+                                );
+                            }
+                            _ => {
+                                return pp_error(
+                                    422,
+                                    "AUTHORIZATION_ALREADY_CAPTURED",
+                                    "authorization already captured",
+                                );
+                            }
+                        }
+                        let amount = match json.get("amount") {
+                            Some(a) => {
+                                match money(a, &currency).filter(|a| *a > 0 && *a <= auth.amount) {
+                                    Some(a) => a,
+                                    None => {
+                                        return pp_error(
+                                            422,
+                                            "DECIMAL_PRECISION",
+                                            "capture amount is invalid",
+                                        );
+                                    }
+                                }
+                            }
+                            None => auth.amount,
+                        };
+                        auth.status = if amount == auth.amount {
+                            "CAPTURED"
+                        } else {
+                            "PARTIALLY_CAPTURED"
+                        };
+                        order.captures.push((capture_id.clone(), amount));
+                        let out = json!({"id": capture_id, "status": "COMPLETED", "amount": pp_money(amount, &currency),
+                            "supplementary_data": {"related_ids": {"order_id": order_id, "authorization_id": auth_id}}});
+                        state.pp_index.insert(capture_id, order_id);
+                        return (201, out);
+                    }
+                    (&Method::POST, ["void"]) => {
+                        if auth.status != "CREATED" {
+                            return pp_error(
+                                422,
+                                "INVALID_RESOURCE_STATE",
+                                "only a created authorization can be voided",
+                            );
+                        }
+                        auth.status = "VOIDED";
+                    }
+                    _ => return pp_error(404, "INVALID_RESOURCE_ID", "unrecognized request URL"),
+                }
+                let order = &state.orders[&order_id];
+                (
+                    200,
+                    order.auth_json(order.auth.as_ref().expect("indexed authorization")),
+                )
+            }
+            (&Method::POST, ["payments", "captures", capture_id, "refund"]) => {
+                let Some(order_id) = state.pp_index.get(*capture_id).cloned() else {
+                    return pp_error(404, "INVALID_RESOURCE_ID", "capture not found");
+                };
+                let refund_id = id("REF").to_ascii_uppercase();
+                let order = state.orders.get_mut(&order_id).expect("indexed order");
+                let captured = order
+                    .captures
+                    .iter()
+                    .find(|(c, _)| c == capture_id)
+                    .map(|(_, a)| *a)
+                    .unwrap_or(0);
+                let refunded: u64 = order.refunds.iter().map(|(_, a)| *a).sum();
+                let amount = match json.get("amount") {
+                    Some(a) => match money(a, &order.currency).filter(|a| *a > 0) {
+                        Some(a) => a,
+                        None => {
+                            return pp_error(422, "DECIMAL_PRECISION", "refund amount is invalid");
+                        }
+                    },
+                    None => captured.saturating_sub(refunded),
+                };
+                if refunded >= captured {
+                    return pp_error(
+                        422,
+                        "CAPTURE_FULLY_REFUNDED",
+                        "the capture is fully refunded",
+                    );
+                }
+                if refunded + amount > captured {
+                    return pp_error(
+                        422,
+                        "REFUND_AMOUNT_EXCEEDED",
+                        "the refund exceeds the captured amount",
+                    );
+                }
+                order.refunds.push((refund_id.clone(), amount));
+                (
+                    201,
+                    json!({"id": refund_id, "status": "COMPLETED", "amount": pp_money(amount, &order.currency)}),
+                )
+            }
+            _ => pp_error(404, "INVALID_RESOURCE_ID", "unrecognized request URL"),
         }
     }
 
@@ -591,15 +926,38 @@ impl Simulator {
             );
             return reply(s, b);
         }
-        let authorized = req
+        let header = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("token "))
+            .unwrap_or("");
+        let path_now = req.uri().path();
+        let authorized = if path_now == "/v1/oauth2/token" {
+            // PayPal: Basic base64(client_id:client_secret); the secret is the sandbox API key.
+            use base64::Engine as _;
+            header
+                .strip_prefix("Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|pair| {
+                    pair.split_once(':')
+                        .map(|(_, secret)| secret == self.config.api_key)
+                })
+                .unwrap_or(false)
+        } else if path_now.starts_with("/v2/") {
+            header.strip_prefix("Bearer ").is_some_and(|t| {
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .paypal_tokens
+                    .contains(t)
             })
-            .is_some_and(|k| k == self.config.api_key);
+        } else {
+            header
+                .strip_prefix("Bearer ")
+                .or_else(|| header.strip_prefix("token "))
+                .is_some_and(|k| k == self.config.api_key)
+        };
         // The sandbox routes play the payer (paying a crypto invoice): no merchant key.
         let payer_side = req.uri().path().starts_with("/sandbox/");
         if !authorized && !payer_side {
@@ -617,6 +975,7 @@ impl Simulator {
         let key = req
             .headers()
             .get("idempotency-key")
+            .or_else(|| req.headers().get("paypal-request-id"))
             .and_then(|v| v.to_str().ok())
             .map(|k| format!("{method} {path} {k}"));
         let Ok(body) = Limited::new(req.into_body(), 64 * 1024)
