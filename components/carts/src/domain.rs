@@ -77,6 +77,119 @@ impl From<Quantity> for u32 {
     }
 }
 
+/// A validated `POST /api/v1/cart/items` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+}
+
+/// A validated `PATCH /api/v1/cart/items/{product_id}` body: 0 removes the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewQuantity(pub u32);
+
+/// The fields of a JSON object body, every unknown field reported (clients learn of typos
+/// instead of having them ignored).
+fn object<'a>(
+    body: &'a serde_json::Value,
+    known: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a serde_json::Map<String, serde_json::Value>> {
+    let Some(map) = body.as_object() else {
+        errors.push(FieldError::new("body", "must be a JSON object"));
+        return None;
+    };
+    for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+        errors.push(FieldError::new(key.as_str(), "unknown field"));
+    }
+    Some(map)
+}
+
+/// A JSON integer (not a float, not a string), or the field error.
+fn integer(
+    map: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<i64, FieldError> {
+    match map.get(field) {
+        None | Some(serde_json::Value::Null) => Err(FieldError::new(field, "is required")),
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| FieldError::new(field, "must be an integer")),
+    }
+}
+
+impl NewLine {
+    pub fn from_json(body: &serde_json::Value) -> Result<NewLine, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let Some(map) = object(body, &["product_id", "quantity"], &mut errors) else {
+            return Err(errors);
+        };
+        let product_id = match map.get("product_id") {
+            None | Some(serde_json::Value::Null) => {
+                errors.push(FieldError::new("product_id", "is required"));
+                None
+            }
+            Some(serde_json::Value::String(s)) => match ProductId::try_from(s.clone()) {
+                Ok(id) => Some(id),
+                Err(m) => {
+                    errors.push(FieldError::new("product_id", m));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new("product_id", "must be a string"));
+                None
+            }
+        };
+        let quantity = match integer(map, "quantity") {
+            Ok(n) => match Quantity::try_from(n) {
+                Ok(q) => Some(q),
+                Err(m) => {
+                    errors.push(FieldError::new("quantity", m));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        match (product_id, quantity) {
+            (Some(product_id), Some(quantity)) if errors.is_empty() => Ok(NewLine {
+                product_id,
+                quantity,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl NewQuantity {
+    pub fn from_json(body: &serde_json::Value) -> Result<NewQuantity, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let Some(map) = object(body, &["quantity"], &mut errors) else {
+            return Err(errors);
+        };
+        match integer(map, "quantity") {
+            Ok(n) if (0..=i64::from(MAX_QUANTITY)).contains(&n) && errors.is_empty() => {
+                Ok(NewQuantity(n as u32))
+            }
+            Ok(n) if (0..=i64::from(MAX_QUANTITY)).contains(&n) => Err(errors),
+            Ok(_) => {
+                errors.push(FieldError::new(
+                    "quantity",
+                    format!("must be an integer from 0 to {MAX_QUANTITY}"),
+                ));
+                Err(errors)
+            }
+            Err(e) => {
+                errors.push(e);
+                Err(errors)
+            }
+        }
+    }
+}
+
 /// One stored line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
@@ -335,6 +448,80 @@ mod tests {
         assert!(Quantity::try_from(1000).is_err());
         assert!(Quantity::try_from(-1).is_err());
         assert_eq!(q(999).get(), 999);
+    }
+
+    fn fields(errors: Vec<FieldError>) -> Vec<String> {
+        let json = serde_json::to_value(&errors).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn request_bodies_are_parsed_with_field_errors() {
+        use serde_json::json;
+        assert_eq!(
+            NewLine::from_json(&json!({"product_id": "prd_1", "quantity": 3})).unwrap(),
+            NewLine {
+                product_id: pid("prd_1"),
+                quantity: q(3)
+            }
+        );
+        for (body, expected) in [
+            (
+                json!({"product_id": "prd_1", "quantity": 0}),
+                vec!["quantity"],
+            ),
+            (
+                json!({"product_id": "prd_1", "quantity": 1000}),
+                vec!["quantity"],
+            ),
+            (
+                json!({"product_id": "prd_1", "quantity": 1.5}),
+                vec!["quantity"],
+            ),
+            (
+                json!({"product_id": "prd_1", "quantity": "2"}),
+                vec!["quantity"],
+            ),
+            (
+                json!({"product_id": "a/b", "quantity": 1}),
+                vec!["product_id"],
+            ),
+            (json!({"product_id": 7, "quantity": 1}), vec!["product_id"]),
+            (json!({"quantity": 1}), vec!["product_id"]),
+            (json!({}), vec!["product_id", "quantity"]),
+            (
+                json!({"product_id": "p", "quantity": 1, "price": 1}),
+                vec!["price"],
+            ),
+            (json!([1]), vec!["body"]),
+        ] {
+            assert_eq!(
+                fields(NewLine::from_json(&body).unwrap_err()),
+                expected,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            NewQuantity::from_json(&json!({"quantity": 0})).unwrap(),
+            NewQuantity(0)
+        );
+        assert_eq!(
+            NewQuantity::from_json(&json!({"quantity": 999})).unwrap(),
+            NewQuantity(999)
+        );
+        for body in [
+            json!({"quantity": 1000}),
+            json!({"quantity": -1}),
+            json!({"quantity": null}),
+            json!({"quantity": 2, "extra": true}),
+            json!("x"),
+        ] {
+            assert!(NewQuantity::from_json(&body).is_err(), "{body}");
+        }
     }
 
     #[test]

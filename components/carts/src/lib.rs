@@ -23,10 +23,9 @@ pub mod store;
 
 use bazaar_platform::body::{DEFAULT_JSON_LIMIT, parse_json};
 use bazaar_platform::{Ctx, FieldError, Problem};
-use serde::Deserialize;
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::domain::{Cart, PricedCart, ProductId, Quantity};
+use crate::domain::{Cart, NewLine, NewQuantity, PricedCart, ProductId};
 use crate::store::{CartStore, KvCarts, guest_key, user_key};
 
 const COMPONENT: &str = "carts";
@@ -113,9 +112,15 @@ fn current_cart(
     let now = now();
     let header = request.header(CART_ID_HEADER).and_then(|v| v.as_str());
     let guest = match guest_id(header) {
-        Some(id) => store
-            .load(&guest_key(id))?
-            .filter(|c| !c.is_expired(now) && c.id == id),
+        Some(id) => match store.load(&guest_key(id))? {
+            Some(cart) if cart.id == id && !cart.is_expired(now) => Some(cart),
+            // Expired (or unreadable): gone from now on, not only once the hourly sweep runs.
+            Some(_) => {
+                store.delete(&guest_key(id))?;
+                None
+            }
+            None => None,
+        },
         None => None,
     };
     match &ctx.identity {
@@ -174,19 +179,17 @@ async fn respond_priced(ctx: &Ctx, cart: Cart) -> Result<Response, Problem> {
     Ok(response)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddItem {
-    product_id: ProductId,
-    quantity: Quantity,
-}
-
-async fn add_item(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
-    let input: AddItem = parse_json(
+/// The JSON body, with 400/413/415 from the platform; field rules are the domain's (422).
+fn json_body(request: &Request) -> Result<serde_json::Value, Problem> {
+    parse_json(
         request.header("content-type").and_then(|v| v.as_str()),
         request.body(),
         DEFAULT_JSON_LIMIT,
-    )?;
+    )
+}
+
+async fn add_item(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
+    let input = NewLine::from_json(&json_body(request)?).map_err(Problem::unprocessable)?;
     // Only products the catalog sells right now can be added.
     match catalog::offer(&input.product_id, &ctx.request_id).await {
         Ok(domain::Offer::Available { .. }) => {}
@@ -210,31 +213,13 @@ async fn add_item(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
     respond_priced(ctx, cart).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetQuantity {
-    quantity: i64,
-}
-
 async fn set_quantity(
     ctx: &Ctx,
     request: &Request,
     product: &ProductId,
 ) -> Result<Response, Problem> {
-    let input: SetQuantity = parse_json(
-        request.header("content-type").and_then(|v| v.as_str()),
-        request.body(),
-        DEFAULT_JSON_LIMIT,
-    )?;
-    let quantity = u32::try_from(input.quantity)
-        .ok()
-        .filter(|q| *q <= domain::MAX_QUANTITY)
-        .ok_or_else(|| {
-            Problem::unprocessable(vec![FieldError::new(
-                "quantity",
-                format!("must be an integer from 0 to {}", domain::MAX_QUANTITY),
-            )])
-        })?;
+    let NewQuantity(quantity) =
+        NewQuantity::from_json(&json_body(request)?).map_err(Problem::unprocessable)?;
     let store = KvCarts::open()?;
     let (mut cart, key) = current_cart(ctx, request, &store)?;
     cart.set_quantity(product, quantity)?;
