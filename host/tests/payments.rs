@@ -59,6 +59,8 @@ struct Options {
     crypto: bool,
     /// Configure the real wallet provider (PayPal-shaped) as `wallet`.
     wallet: bool,
+    /// Publish the outbox to this Redis.
+    redis: Option<String>,
     fuel: u64,
     memory_bytes: usize,
 }
@@ -70,6 +72,7 @@ impl Default for Options {
             hostile_wallet: false,
             crypto: false,
             wallet: false,
+            redis: None,
             fuel: 2_000_000_000,
             memory_bytes: 32 << 20,
         }
@@ -123,6 +126,14 @@ forbidden_url = "http://127.0.0.1:9/steal"
 "#,
             hostile.display()
         ));
+    }
+    if let Some(redis) = &options.redis {
+        // Top-level keys must precede the tables: insert after the `vault_keys` line.
+        config = config.replacen(
+            "vault_keys = \"env:TEST_VAULT_KEYS\"\n",
+            &format!("vault_keys = \"env:TEST_VAULT_KEYS\"\nredis_address = \"{redis}\"\n"),
+            1,
+        );
     }
     if options.wallet {
         let wallet = common::build_wasm("payment-wallet");
@@ -1154,4 +1165,59 @@ async fn wallet_payment_authorize_capture_refund_and_decline() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["decline_code"], "instrument_declined");
     host.assert_no_card_data();
+}
+
+#[tokio::test]
+async fn payment_events_reach_the_redis_payments_channel_through_the_outbox() {
+    // Subscribe first (pub/sub keeps nothing for late subscribers).
+    let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = redis
+        .get_async_pubsub()
+        .await
+        .expect("Redis must be reachable at 127.0.0.1:6379");
+    pubsub.subscribe("payments").await.unwrap();
+    let host = start(Options {
+        redis: Some("redis://127.0.0.1:6379".into()),
+        ..Options::default()
+    });
+    let token = host.save_card("u-events", "4242424242424242").await;
+    let (status, payment) = host.pay("u-events", &token, 1234, "events-1").await;
+    assert_eq!(status, 201, "{payment}");
+    let id = payment["id"].as_str().unwrap().to_string();
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-events",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    use futures::StreamExt;
+    let mut messages = pubsub.on_message();
+    let mut seen = Vec::new();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = messages.next().await {
+            let event: Value =
+                serde_json::from_str(&message.get_payload::<String>().unwrap()).unwrap();
+            if event["payment_id"] == json!(id) {
+                seen.push(event["type"].as_str().unwrap().to_string());
+                if seen.len() == 2 {
+                    return event;
+                }
+            }
+        }
+        panic!("subscription ended");
+    })
+    .await
+    .expect("the payment's events were not published to Redis");
+    assert_eq!(seen, ["payment.authorized", "payment.captured"]);
+    assert_eq!(
+        outcome["captured"],
+        json!({"amount": 1234, "currency": "EUR"})
+    );
+    assert!(outcome["id"].as_str().unwrap().starts_with("evt_"));
+    assert!(!outcome.to_string().contains("4242424242424242"));
 }
