@@ -795,6 +795,8 @@ route = "/recover?probe=status&code=202"
 every = "200ms"
 "#,
     )
+    // Successful runs are logged at debug level.
+    .env("RUST_LOG", "info,bazaar_host::trigger::scheduler=debug")
     .start();
     assert!(
         app.wait_for_stdout("slow-sweep"),

@@ -158,7 +158,8 @@ pub async fn run_once(trigger: &HttpTrigger, job: &Job) -> u16 {
     let _ = http_body_util::BodyExt::collect(response.into_body()).await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     if status.is_success() {
-        tracing::info!(job = %job.name, status = status.as_u16(), duration_ms, "job run");
+        // Debug: a shop runs several jobs every few seconds; only failures belong in the log.
+        tracing::debug!(job = %job.name, status = status.as_u16(), duration_ms, "job run");
     } else {
         tracing::warn!(job = %job.name, status = status.as_u16(), duration_ms, "job run failed");
     }
