@@ -1101,7 +1101,7 @@ async fn wallet_payment_authorize_capture_refund_and_decline() {
     assert_eq!(status, 201, "{method}");
     let token = method["payment_method"].as_str().unwrap().to_string();
     let (status, payment) = host.pay("u-pp", &token, 1999, "pp-1").await;
-    assert_eq!(status, 201, "{payment}");
+    assert_eq!(status, 201, "{payment}\n{}", host.logs());
     assert_eq!(payment["status"], "authorized");
     assert!(payment["authorization_expires_at"].is_string());
     let id = payment["id"].as_str().unwrap().to_string();

@@ -89,6 +89,8 @@ impl From<anyhow::Error> for Problem {
 /// Who is calling, from the gateway's identity headers (forwarded by the Spin payments component).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// For log lines (the gateway's request id, forwarded).
+    pub request_id: String,
     pub user_id: String,
     pub admin: bool,
     pub client_addr: Option<String>,
@@ -291,7 +293,7 @@ impl Core {
             }
         };
         self.store.insert_method(&row, now)?;
-        tracing::info!(user_id = %caller.user_id, provider = %provider, brand = row.brand.as_deref().unwrap_or(""), "payment method saved");
+        tracing::info!(request_id = %caller.request_id, user_id = %caller.user_id, provider = %provider, brand = row.brand.as_deref().unwrap_or(""), "payment method saved");
         let mut out = json!({"payment_method": token, "provider": provider});
         if let (Some(brand), Some(last4)) = (&row.brand, &row.last4) {
             out["brand"] = json!(brand);
@@ -561,7 +563,7 @@ impl Core {
             &serde_json::to_value(&assessment.reasons).unwrap_or_default(),
             now,
         )?;
-        tracing::info!(payment_id = %p.id, user_id = %p.user_id, score = assessment.score, decision = assessment.decision.as_str(), "fraud assessment");
+        tracing::info!(request_id = %caller.request_id, payment_id = %p.id, user_id = %p.user_id, score = assessment.score, decision = assessment.decision.as_str(), "fraud assessment");
         if assessment.decision == Decision::Block {
             p.status = Status::Failed;
             p.failure_code = Some("fraud_blocked".into());
@@ -694,7 +696,7 @@ impl Core {
                 p.failure_code = Some("provider_error".into());
                 p.failure_message = Some("the provider plugin failed".into());
                 self.store.update_payment(p, Some(&event(p)))?;
-                tracing::warn!(payment_id = %p.id, reason = %reason, "authorization failed in the plugin");
+                tracing::warn!(request_id = %caller.request_id, payment_id = %p.id, reason = %reason, "authorization failed in the plugin");
                 Err(Problem::new(
                     502,
                     "Bad Gateway",
@@ -880,7 +882,7 @@ impl Core {
         }
         p.updated_at = now_ms();
         self.store.update_payment(&p, Some(&event(&p)))?;
-        tracing::info!(payment_id = %p.id, amount, admin = %caller.user_id, "refund issued");
+        tracing::info!(request_id = %caller.request_id, payment_id = %p.id, amount, admin = %caller.user_id, "refund issued");
         Ok(Answer {
             status: 200,
             body: self.render(&p, caller),

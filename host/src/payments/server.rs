@@ -59,11 +59,12 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 impl Server {
-    fn caller(&self, req: &Request<Incoming>) -> Result<Caller, Problem> {
+    fn caller(&self, req: &Request<Incoming>, request_id: &str) -> Result<Caller, Problem> {
         let user_id = header(req, "x-bazaar-user-id")
             .filter(|u| !u.is_empty() && u.len() <= 128)
             .ok_or_else(|| Problem::new(401, "Unauthorized", "authentication is required"))?;
         Ok(Caller {
+            request_id: request_id.to_string(),
             user_id: user_id.to_string(),
             admin: header(req, "x-bazaar-role") == Some("admin"),
             client_addr: header(req, "x-bazaar-client-addr")
@@ -173,7 +174,7 @@ impl Server {
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Answer, Problem> {
+    async fn route(&self, req: Request<Incoming>, request_id: &str) -> Result<Answer, Problem> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -206,7 +207,7 @@ impl Server {
                         "missing or wrong internal token",
                     ));
                 }
-                let caller = self.caller(&req)?;
+                let caller = self.caller(&req, request_id)?;
                 let key = Self::idempotency_key(&req)?;
                 match (method, &segments[3..]) {
                     (Method::POST, ["methods"]) => {
@@ -290,7 +291,7 @@ impl Server {
         let span = tracing::info_span!("payments_request", request_id = %request_id, method = %method, path = %path);
         async move {
             let started = std::time::Instant::now();
-            let response = match self.route(req).await {
+            let response = match self.route(req, &request_id).await {
                 Ok(answer) => {
                     let is_problem = answer.body.get("status").is_some_and(|s| s.is_u64())
                         && answer.status >= 400;
@@ -299,6 +300,9 @@ impl Server {
                 Err(p) => problem(&p, &request_id, &path),
             };
             tracing::info!(
+                request_id = %request_id,
+                method = %method,
+                path = %path,
                 status = response.status().as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "request handled"
