@@ -127,6 +127,9 @@ api_key = "sk_test_bazaar"
         "bazaar up starts the payment host"
     );
     let base = app.url("");
+    // The gateway's readiness probes the payments component's /health/live.
+    let (status, ready) = call(&base, "GET", "/health/ready", None, None, None).await;
+    assert_eq!(status, 200, "{ready}");
     let customer = token("usr_pay_customer", Role::Customer);
     let admin = token("usr_pay_admin", Role::Admin);
 

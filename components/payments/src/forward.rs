@@ -8,6 +8,10 @@ pub enum Target {
     Api,
     /// `/webhooks/payments/{provider}`: authenticated by the provider's signature instead.
     Webhook,
+    /// `GET /health/live`: answered here (the component runs).
+    Live,
+    /// `GET /health/ready`: the payment host's readiness, forwarded.
+    Ready,
 }
 
 pub fn classify(method: &str, path: &str) -> Result<Target, Problem> {
@@ -20,6 +24,8 @@ pub fn classify(method: &str, path: &str) -> Result<Target, Problem> {
         }
     };
     match segments.as_slice() {
+        ["health", "live"] => allowed(&["GET"]).map(|_| Target::Live),
+        ["health", "ready"] => allowed(&["GET"]).map(|_| Target::Ready),
         ["api", "v1", "payments"] => allowed(&["POST"]).map(|_| Target::Api),
         ["api", "v1", "payments", "methods"] => allowed(&["POST"]).map(|_| Target::Api),
         ["api", "v1", "payments", id] if valid_id(id) => allowed(&["GET"]).map(|_| Target::Api),
@@ -76,6 +82,8 @@ mod tests {
 
     #[test]
     fn routes() {
+        assert_eq!(classify("GET", "/health/live").unwrap(), Target::Live);
+        assert_eq!(classify("GET", "/health/ready").unwrap(), Target::Ready);
         assert_eq!(
             classify("POST", "/api/v1/payments/methods").unwrap(),
             Target::Api

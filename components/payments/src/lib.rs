@@ -27,11 +27,12 @@ async fn handle(request: Request) -> Response {
         Err(problem) => return ctx.problem(problem),
     };
     let identity = match target {
+        Target::Live => return ctx.json(200, &serde_json::json!({"status": "ok"})),
         Target::Api => match ctx.identity() {
             Ok(identity) => Some(identity.clone()),
             Err(problem) => return ctx.problem(problem),
         },
-        Target::Webhook => None,
+        Target::Webhook | Target::Ready => None,
     };
     let base = spin_sdk::variables::get("payment_host_url").unwrap_or_default();
     let token = spin_sdk::variables::get("payment_host_token").unwrap_or_default();
