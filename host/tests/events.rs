@@ -565,7 +565,9 @@ async fn events_the_shop_publishes_follow_the_wit() {
     }
     // No payment host answers: the checkout cannot be paid, so the saga reserves stock and
     // compensates (or pauses), which is what exercises orders' and inventory's events here.
-    let app = shop("")
+    // The catch-up route is private (service chaining only); this test exposes orders' on a
+    // public route of its own to read it from outside, exactly as a chained consumer would.
+    let app = shop("[[trigger.http]]\nroute = \"/internal/events\"\ncomponent = \"orders\"\n")
         .arg("--variable")
         .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
         .arg("--variable")
@@ -683,4 +685,55 @@ async fn events_the_shop_publishes_follow_the_wit() {
         );
     }
     assert!(checked >= wanted.len());
+
+    // Catch-up: the same envelopes, oldest first, resumable by position. Pages of 2 must tile
+    // the whole outbox with no gap and no overlap.
+    let page = async |after: i64, limit: &str| {
+        let response = client()
+            .get(app.url(&format!("/internal/events?after={after}&limit={limit}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, all) = page(0, "100").await;
+    assert_eq!(status, 200, "{all}");
+    let all: Vec<EventEnvelope> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| decode_envelope(e, "orders"))
+        .collect();
+    let types: Vec<&str> = all.iter().map(|e| e.type_.as_str()).collect();
+    assert!(
+        types.starts_with(&["order.created", "order.stock_reserved"]),
+        "{types:?}"
+    );
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let mut resumed = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, body) = page(after, "2").await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        for item in items {
+            resumed.push(decode_envelope(item, "orders").id);
+        }
+        match items.last() {
+            Some(last) if items.len() == 2 => after = last["position"].as_i64().unwrap(),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        resumed,
+        all.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    let last = all.last().unwrap().position;
+    assert_eq!(page(last, "100").await.1["items"], json!([]));
+    for (after, limit) in [(0, "0"), (0, "101"), (0, "x")] {
+        let (status, body) = page(after, limit).await;
+        assert_eq!(status, 422, "limit={limit}: {body}");
+    }
 }
