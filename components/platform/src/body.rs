@@ -47,12 +47,18 @@ pub fn parse_json<T: DeserializeOwned>(
     })
 }
 
-/// serde names the offending field in backticks ("missing field `email`"); fall back to "body".
+/// serde names the offending field in backticks in "missing field `x`", "unknown field `x`" and
+/// "duplicate field `x`"; other messages quote values the same way ("invalid type: floating
+/// point `1.5`"), so only those three forms name a field. Anything else is reported on "body".
 fn field_of(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .filter(|f| !f.is_empty() && f.len() < 64)
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| {
+            let rest = &message[message.find(prefix)? + prefix.len()..];
+            rest.split('`')
+                .next()
+                .filter(|f| !f.is_empty() && f.len() < 64)
+        })
         .unwrap_or("body")
         .to_owned()
 }
@@ -87,12 +93,15 @@ mod tests {
         assert_eq!(status(parse_json(json, &[b' '; 101], 100)), 413);
         assert_eq!(status(parse_json(Some("text/plain"), b"{}", 100)), 415);
         assert_eq!(status(parse_json(None, b"{}", 100)), 415);
-        let missing = parse_json::<Login>(json, br#"{"email":"a"}"#, 100).unwrap_err();
-        assert!(
-            String::from_utf8(missing.to_json_vec())
-                .unwrap()
-                .contains("\"password\"")
-        );
+        let field = |body: &[u8]| {
+            parse_json::<Login>(json, body, 100).unwrap_err().errors[0]
+                .field
+                .clone()
+        };
+        assert_eq!(field(br#"{"email":"a"}"#), "password");
+        assert_eq!(field(br#"{"email":"a","password":"b","x":1}"#), "x");
+        // A quoted value is not a field name.
+        assert_eq!(field(br#"{"email":1.5,"password":"b"}"#), "body");
     }
 
     #[test]
