@@ -346,22 +346,26 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
     }
 
     let order_id = order_id_for(&identity.user_id, &key);
+    // The saga row is written before the order's first event: a crash right after `created`
+    // must leave a saga for the recovery job to find, not a `pending` order nothing resumes
+    // (found by killing the runner mid-checkout, host/tests/checkout_resilience.rs).
+    if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, Some((&scope, &key)))? {
+        return Err(Problem::conflict(
+            "This checkout is still in progress; retry later",
+        ));
+    }
     let stored = match store::load(&db, &order_id)? {
         Some(existing) => existing,
         None => match create_order(ctx, &db, &identity, &order_id, &input).await {
             Ok(stored) => stored,
             Err(problem) => {
                 // Nothing happened: let the client fix the input and reuse the key.
+                let _ = store::drop_saga(&db, &order_id);
                 let _ = idempotency::release(&db, &scope, &key);
                 return Err(problem);
             }
         },
     };
-    if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, Some((&scope, &key)))? {
-        return Err(Problem::conflict(
-            "This checkout is still in progress; retry later",
-        ));
-    }
     let saga = Saga {
         db: &db,
         request_id: &ctx.request_id,
@@ -665,7 +669,10 @@ async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
             continue;
         }
         let Some(stored) = store::load(&db, &order_id)? else {
-            store::finish_saga(&db, &order_id)?;
+            // The request died between taking the lease and writing `created`: nothing was
+            // reserved or charged. Dropping the row (rather than marking it done) lets a retry
+            // under the same key start a saga the job can resume again.
+            store::drop_saga(&db, &order_id)?;
             continue;
         };
         let saga = Saga {

@@ -264,8 +264,45 @@ impl Saga<'_> {
                     .map(|s| Step::Next(Box::new(s)))
             }
             409 | 422 => {
-                // The authorization cannot be captured (expired, voided): undo and fail.
-                let _ = self.void(stored).await;
+                // A refusal is only final when the payment itself is over. The payment host
+                // also answers 409 while another capture under our key is in flight — after a
+                // crash mid-capture that one may have charged the card — so an authorization
+                // that still looks capturable is an unknown outcome, not a failure.
+                let current = match call(
+                    Method::Get,
+                    &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
+                    None,
+                    &self.user_headers(stored),
+                )
+                .await
+                {
+                    Ok(a) if a.status == 200 => a.body,
+                    Ok(a) => {
+                        return Ok(Step::Stall(format!(
+                            "capture answered {}; reading the payment answered {}",
+                            answer.status, a.status
+                        )));
+                    }
+                    Err(Unreachable(why)) => return Ok(Step::Stall(why)),
+                };
+                match current["status"].as_str().unwrap_or("") {
+                    "captured" | "partially_refunded" | "refunded" => {
+                        self.inventory(stored, "commit").await?;
+                        let amount: Money = serde_json::from_value(current["captured"].clone())
+                            .unwrap_or(order.total);
+                        return self
+                            .append(stored, Event::Paid { payment_id, amount })
+                            .map(|s| Step::Next(Box::new(s)));
+                    }
+                    "voided" | "failed" => {}
+                    other => {
+                        return Ok(Step::Stall(format!(
+                            "capture answered {} while the payment is {other}: {}",
+                            answer.status, answer.body
+                        )));
+                    }
+                }
+                // The authorization is over (expired, voided): undo and fail.
                 self.release(stored).await?;
                 self.append(
                     stored,
@@ -286,16 +323,20 @@ impl Saga<'_> {
         }
     }
 
-    /// Releases the order's reservation if it has one (idempotent).
+    /// Releases the order's reservation (idempotent). Asked even when the stream has no
+    /// `stock_reserved`: a crash between inventory's answer and that append leaves a hold the
+    /// order does not know about, and only releasing by the derived id frees it before its
+    /// TTL. "No such reservation" is then the expected answer.
     pub async fn release(&self, stored: &Stored) -> Result<(), String> {
-        if stored.order.reservation_id.is_some() {
-            self.inventory(stored, "release").await?;
+        match self.inventory(stored, "release").await {
+            Ok(()) => Ok(()),
+            Err(InventoryError::Refused(404, _)) if stored.order.reservation_id.is_none() => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
-        Ok(())
     }
 
     /// `commit`, `release` or `return` on the order's reservation.
-    pub async fn inventory(&self, stored: &Stored, action: &str) -> Result<(), String> {
+    pub async fn inventory(&self, stored: &Stored, action: &str) -> Result<(), InventoryError> {
         let id = reservation_id(&stored.order.id);
         let answer = call(
             Method::Post,
@@ -304,12 +345,12 @@ impl Saga<'_> {
             &[(bazaar_platform::REQUEST_ID_HEADER, self.request_id)],
         )
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| InventoryError::Unreachable(e.0))?;
         match answer.status {
             200 => Ok(()),
-            status => Err(format!(
-                "inventory {action} answered {status}: {}",
-                answer.body
+            status => Err(InventoryError::Refused(
+                status,
+                format!("inventory {action} answered {status}: {}", answer.body),
             )),
         }
     }
@@ -359,6 +400,28 @@ impl Saga<'_> {
                 .unwrap_or(stored.order.total)),
             status => Err(format!("refund answered {status}: {}", answer.body)),
         }
+    }
+}
+
+/// Why a reservation operation did not succeed.
+#[derive(Debug)]
+pub enum InventoryError {
+    Unreachable(String),
+    /// Inventory answered this status (message for logs).
+    Refused(u16, String),
+}
+
+impl std::fmt::Display for InventoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InventoryError::Unreachable(why) | InventoryError::Refused(_, why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<InventoryError> for String {
+    fn from(e: InventoryError) -> Self {
+        e.to_string()
     }
 }
 

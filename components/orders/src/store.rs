@@ -290,6 +290,13 @@ pub fn finish_saga(db: &Database, order_id: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Forgets the saga of an order that was never created (its checkout failed before the first
+/// event, or died there).
+pub fn drop_saga(db: &Database, order_id: &str) -> Result<(), DbError> {
+    db.execute("DELETE FROM sagas WHERE order_id = ?", &[order_id.into()])?;
+    Ok(())
+}
+
 /// Gives the lease back after a failed attempt, recording why, so the recovery job retries.
 pub fn pause_saga(db: &Database, order_id: &str, error: &str) -> Result<(), DbError> {
     db.execute(

@@ -73,6 +73,7 @@ pub struct Runner {
     pub stdout: std::sync::Arc<Mutex<Vec<String>>>,
 }
 
+#[derive(Clone)]
 pub struct RunnerBuilder {
     manifest: String,
     args: Vec<String>,
@@ -150,8 +151,29 @@ impl RunnerBuilder {
 
     pub fn start(self) -> Runner {
         let dir = tempfile::tempdir().unwrap();
+        let (child, base, stderr, stdout) = self.spawn(dir.path());
+        Runner {
+            child,
+            base,
+            dir,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Spawns `bazaar up` in `dir` and waits for its `Serving` line.
+    #[allow(clippy::type_complexity)]
+    fn spawn(
+        &self,
+        dir: &Path,
+    ) -> (
+        Child,
+        String,
+        std::sync::Arc<Mutex<Vec<String>>>,
+        std::sync::Arc<Mutex<Vec<String>>>,
+    ) {
         let mut child = self
-            .command(dir.path())
+            .command(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -187,17 +209,30 @@ impl RunnerBuilder {
                 );
             }
         };
-        Runner {
-            child,
-            base,
-            dir,
-            stderr: stderr_lines,
-            stdout: stdout_lines,
-        }
+        (child, base, stderr_lines, stdout_lines)
     }
 }
 
 impl Runner {
+    /// SIGKILLs the running `bazaar up` (no drain, no shutdown hooks: a crash) and starts
+    /// `builder` again in the same app directory, so every state file (SQLite databases,
+    /// generated secrets, the payment host's store) survives. The HTTP port is a new one
+    /// (`--listen 127.0.0.1:0`); ports fixed in `builder`'s files stay the same. Output
+    /// collected before the crash is kept, followed by the new process's.
+    pub fn kill_and_restart(&mut self, builder: &RunnerBuilder) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base, stderr, stdout) = builder.spawn(self.dir.path());
+        let before_err = std::mem::take(&mut *self.stderr.lock().unwrap());
+        let before_out = std::mem::take(&mut *self.stdout.lock().unwrap());
+        stderr.lock().unwrap().splice(0..0, before_err);
+        stdout.lock().unwrap().splice(0..0, before_out);
+        self.child = child;
+        self.base = base;
+        self.stderr = stderr;
+        self.stdout = stdout;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
