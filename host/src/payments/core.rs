@@ -18,6 +18,11 @@ use super::plugins::{
 use super::store::{Claim, MethodRow, PaymentRow, Store};
 use super::vault::{self, KeyRing};
 
+/// An idempotency claim older than this without an answer belonged to a request that died
+/// (every plugin call has a deadline of a few seconds; 30 s leaves a wide margin), so a retry
+/// with the same key takes it over instead of answering 409 forever.
+const ABANDONED_CLAIM_MS: i64 = 30_000;
+
 /// A failed request, rendered by the server as RFC 9457 problem+json.
 #[derive(Debug)]
 pub struct Problem {
@@ -390,12 +395,18 @@ impl Core {
         f: F,
     ) -> Result<Answer, Problem>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(bool) -> Fut,
         Fut: std::future::Future<Output = Result<Answer, Problem>>,
     {
-        let Some(key) = key else { return f().await };
+        let Some(key) = key else {
+            return f(false).await;
+        };
         let hash = hash_request(request);
-        match self.store.claim_idempotency(&scope, key, &hash, now_ms())? {
+        let mut takeover = false;
+        match self
+            .store
+            .claim_idempotency(&scope, key, &hash, now_ms(), ABANDONED_CLAIM_MS)?
+        {
             Claim::Replay { status, body } => {
                 return Ok(Answer {
                     status,
@@ -416,9 +427,13 @@ impl Core {
                     "a request with this Idempotency-Key is still in progress",
                 ));
             }
+            Claim::TakeOver => {
+                tracing::warn!(scope = %scope, "taking over a request whose first attempt died mid-flight");
+                takeover = true;
+            }
             Claim::New => {}
         }
-        let result = f().await;
+        let result = f(takeover).await;
         let (status, body) = match &result {
             Ok(a) => (a.status, a.body.clone()),
             Err(p) => (p.status, p.to_json()),
@@ -433,7 +448,14 @@ impl Core {
         result
     }
 
-    pub async fn create(&self, caller: &Caller, body: &Value) -> Result<Answer, Problem> {
+    /// `takeover`: the first request with this idempotency key died mid-flight; a payment it
+    /// left unanswered is reused, so the provider sees the same authorization again.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        body: &Value,
+        takeover: bool,
+    ) -> Result<Answer, Problem> {
         let mut errors = Vec::new();
         let order_id = text(body, "order_id", 128, true, &mut errors);
         let token = text(body, "payment_method", 128, true, &mut errors);
@@ -508,6 +530,31 @@ impl Core {
                 "its provider is not configured",
             ));
         };
+        if takeover
+            && let Some(mut p) = self.store.abandoned_authorization(
+                &caller.user_id,
+                &order_id,
+                &method.token,
+                amount.get(),
+                currency.as_str(),
+            )?
+        {
+            tracing::warn!(request_id = %caller.request_id, payment_id = %p.id, "resuming an authorization interrupted by a crash");
+            let (source, detokenize) = self.source_for(&method)?;
+            let request = AuthorizeRequest {
+                payment_id: p.id.clone(),
+                amount: Money {
+                    amount: p.amount,
+                    currency: p.currency.clone(),
+                },
+                source,
+                description,
+            };
+            let outcome = plugin
+                .call(self.plugins.engine(), Op::Authorize(request), detokenize)
+                .await;
+            return self.finish_authorization(&mut p, outcome, caller);
+        }
         let now = now_ms();
         let mut p = PaymentRow {
             id: new_id("pay"),

@@ -229,7 +229,7 @@ impl Server {
                                 format!("create:{}", caller.user_id),
                                 Some(&key),
                                 &["create", &canonical],
-                                || self.core.create(&caller, &body),
+                                |takeover| self.core.create(&caller, &body, takeover),
                             )
                             .await
                     }
@@ -253,7 +253,9 @@ impl Server {
                         }
                         let canonical = body.to_string();
                         let scope = format!("{action}:{id}");
-                        let run = || async {
+                        // A takeover simply runs the operation again: the ledger checks the
+                        // payment's current state first.
+                        let run = |_takeover| async {
                             match action.as_str() {
                                 "capture" => self.core.capture(&id, &caller, &body).await,
                                 "void" => self.core.void(&id, &caller).await,

@@ -140,6 +140,9 @@ pub enum Claim {
     Mismatch,
     /// The same request is still being processed.
     InFlight,
+    /// The first request with this key died mid-flight (its claim outlived any request's
+    /// deadline without an answer): this request takes the claim over and finishes the work.
+    TakeOver,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -251,6 +254,32 @@ impl Store {
                 ],
             )
             .map(|_| ())
+        })
+    }
+
+    /// The payment a create that died mid-authorization left behind: created for this order,
+    /// method and amount, never answered by the provider. Reusing it (and so its id, the
+    /// provider's idempotency key) makes the retried authorization the same one, not a second.
+    pub fn abandoned_authorization(
+        &self,
+        user_id: &str,
+        order_id: &str,
+        method_token: &str,
+        amount: u64,
+        currency: &str,
+    ) -> anyhow::Result<Option<PaymentRow>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE user_id = ?1 AND order_id = ?2 \
+                     AND method_token = ?3 AND amount = ?4 AND currency = ?5 \
+                     AND status = 'requires_authorization' AND provider_ref IS NULL \
+                     ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![user_id, order_id, method_token, to_i64(amount), currency],
+                payment_from_row,
+            )
+            .optional()
         })
     }
 
@@ -386,14 +415,15 @@ impl Store {
         key: &str,
         hash: &str,
         now: i64,
+        abandoned_after_ms: i64,
     ) -> anyhow::Result<Claim> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let existing: Option<(String, Option<i64>, Option<String>)> = tx
+            let existing: Option<(String, Option<i64>, Option<String>, i64)> = tx
                 .query_row(
-                    "SELECT request_hash, status, body FROM idempotency WHERE scope = ?1 AND key = ?2",
+                    "SELECT request_hash, status, body, created_at FROM idempotency WHERE scope = ?1 AND key = ?2",
                     [scope, key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
             let claim = match existing {
@@ -404,8 +434,16 @@ impl Store {
                     )?;
                     Claim::New
                 }
-                Some((h, _, _)) if h != hash => Claim::Mismatch,
-                Some((_, Some(status), Some(body))) => Claim::Replay { status: status as u16, body },
+                Some((h, _, _, _)) if h != hash => Claim::Mismatch,
+                Some((_, Some(status), Some(body), _)) => Claim::Replay { status: status as u16, body },
+                Some((_, _, _, claimed_at)) if now - claimed_at >= abandoned_after_ms => {
+                    // Compare-and-set on the claim time: of several retries, one takes over.
+                    let taken = tx.execute(
+                        "UPDATE idempotency SET created_at = ?3 WHERE scope = ?1 AND key = ?2 AND status IS NULL AND created_at = ?4",
+                        params![scope, key, now, claimed_at],
+                    )?;
+                    if taken == 1 { Claim::TakeOver } else { Claim::InFlight }
+                }
                 Some(_) => Claim::InFlight,
             };
             tx.commit()?;
@@ -483,5 +521,27 @@ impl Store {
                 .map(|r| r.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abandoned_claim_is_taken_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("payments.db")).unwrap();
+        let claim = |now| store.claim_idempotency("create:u", "k", "h", now, 30_000).unwrap();
+        assert!(matches!(claim(1_000), Claim::New));
+        assert!(matches!(claim(20_000), Claim::InFlight), "still within any deadline");
+        assert!(matches!(claim(31_000), Claim::TakeOver), "the first attempt died");
+        assert!(matches!(claim(32_000), Claim::InFlight), "the takeover holds the claim now");
+        assert!(matches!(
+            store.claim_idempotency("create:u", "k", "other", 99_000, 30_000).unwrap(),
+            Claim::Mismatch
+        ));
+        store.complete_idempotency("create:u", "k", 201, "{}").unwrap();
+        assert!(matches!(claim(200_000), Claim::Replay { status: 201, .. }));
     }
 }
