@@ -201,6 +201,28 @@ async fn the_whole_journey_and_its_failure_paths() {
     assert_eq!(status, 200, "{cart}");
     assert!(headers.contains_key("x-cart-id"));
     assert_eq!(cart["total"], json!({"amount": 2500, "currency": "EUR"}));
+    // A second line whose product stops being sold stays in the cart but is not ordered.
+    let retired = shop.product("JOURNEY-RETIRED", 999, 5).await;
+    let (status, _, _) = shop
+        .call(
+            "POST",
+            "/api/v1/cart/items",
+            Some(&customer),
+            None,
+            Some(json!({"product_id": retired, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = shop
+        .call(
+            "DELETE",
+            &format!("/api/v1/products/{retired}"),
+            Some(&shop.admin),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
     let card = shop.card(&customer, "4242424242424242").await;
     let checkout = json!({"shipping_address": address(), "payment_method": card});
     let (status, order, _) = shop
@@ -259,7 +281,14 @@ async fn the_whole_journey_and_its_failure_paths() {
     let (_, cart, _) = shop
         .call("GET", "/api/v1/cart", Some(&customer), None, None)
         .await;
-    assert_eq!(cart["items"], json!([]), "{cart}");
+    // Only the retired line is left, still flagged unavailable.
+    let left: Vec<(&str, &Value)> = cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["product_id"].as_str().unwrap(), &i["available"]))
+        .collect();
+    assert_eq!(left, vec![(retired.as_str(), &json!(false))], "{cart}");
     let stock = shop.stock(&product).await;
     assert_eq!(
         (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),

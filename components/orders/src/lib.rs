@@ -482,10 +482,12 @@ async fn create_order(
                         .error("cart lookup failed", &[("error", e.0.into())]);
                     Problem::bad_gateway("The cart service could not be reached")
                 })?;
+            // Lines the catalog no longer sells stay in the cart, flagged; they are not ordered.
             let items: Vec<(String, i64)> = cart.body["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|i| i["available"] != false)
                 .filter_map(|i| {
                     Some((
                         i["product_id"].as_str()?.to_owned(),
