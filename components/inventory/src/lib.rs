@@ -62,42 +62,22 @@ fn id_segment<'a>(raw: &'a str, what: &str) -> Result<&'a str, Problem> {
 
 /// Publishes what the last transaction wrote; anything left is the outbox job's.
 fn publish(ctx: &Ctx, db: &Database) {
-    let Some(redis) = variable("redis_address") else {
-        return;
-    };
-    if let Err(e) = bazaar_platform::outbox::publish_pending(db, &redis, 100) {
-        ctx.log.warn(
-            "events left in the outbox for the next sweep",
-            &[("error", e.to_string().into())],
-        );
-    }
+    bazaar_platform::ops::publish_now(ctx, db, variable("redis_address").as_deref());
 }
 
 fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
+    let ops = bazaar_platform::ops::Ops {
+        migrations: store::MIGRATIONS,
+        open: &open_db,
+        redis_address: variable("redis_address"),
+    };
+    if let Some(answer) = bazaar_platform::ops::route(ctx, request.method(), request.path(), &ops) {
+        return answer;
+    }
     let path = request.path();
     let method = request.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (Method::Get, ["health", "live"]) => Ok(ctx.json(200, &json!({"status": "ok"}))),
-        (Method::Get, ["health", "ready"]) => {
-            let want = store::MIGRATIONS.last().map_or(0, |m| m.version);
-            let have = open_db()?.schema_version()?;
-            if have < want {
-                return Err(Problem::service_unavailable(format!(
-                    "The database schema is at version {have}; this build needs {want} \
-                     (run `bazaar admin migrate`)"
-                )));
-            }
-            Ok(ctx.json(200, &json!({"status": "ok", "schema_version": have})))
-        }
-        (Method::Post, ["internal", "admin", "migrate"]) => {
-            let db = open_db()?;
-            let applied = db.migrate(store::MIGRATIONS)?;
-            Ok(ctx.json(
-                200,
-                &json!({"applied": applied, "version": db.schema_version()?}),
-            ))
-        }
         (Method::Get, ["api", "v1", "inventory", product]) => {
             let product = id_segment(product, "product")?;
             let view = store::inventory(&open_db()?, product, bazaar_platform::time::now_millis())?;
@@ -198,28 +178,6 @@ fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
                 publish(ctx, &db);
             }
             Ok(ctx.json(200, &json!({"expired": expired})))
-        }
-        (Method::Post, ["internal", "jobs", "outbox"]) => {
-            let db = open_db()?;
-            let redis = variable("redis_address")
-                .ok_or_else(|| Problem::service_unavailable("redis_address is not set"))?;
-            match bazaar_platform::outbox::publish_pending(&db, &redis, 500) {
-                Ok(sent) => Ok(ctx.json(200, &json!({"published": sent}))),
-                Err(e) => Err(Problem::service_unavailable(format!(
-                    "Events stay in the outbox: {e}"
-                ))),
-            }
-        }
-        (Method::Get, ["internal", "events"]) => {
-            let after = match ctx.query("after") {
-                None => 0,
-                Some(raw) => raw.parse::<i64>().map_err(|_| {
-                    Problem::unprocessable(vec![FieldError::new("after", "must be an integer")])
-                })?,
-            };
-            let limit = bazaar_platform::page::parse_limit(ctx.query("limit"))?;
-            let events = bazaar_platform::outbox::events_after(&open_db()?, after, limit)?;
-            Ok(ctx.json(200, &json!({"items": events})))
         }
         (_, ["api", "v1", "inventory", ..]) | (_, ["internal", ..]) | (_, ["health", ..]) => {
             Err(Problem::not_found("No such inventory route"))

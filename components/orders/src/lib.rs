@@ -58,15 +58,7 @@ fn open_db() -> Result<Database, Problem> {
 }
 
 fn publish(ctx: &Ctx, db: &Database) {
-    let Some(redis) = variable("redis_address") else {
-        return;
-    };
-    if let Err(e) = bazaar_platform::outbox::publish_pending(db, &redis, 100) {
-        ctx.log.warn(
-            "events left in the outbox for the next sweep",
-            &[("error", e.to_string().into())],
-        );
-    }
+    bazaar_platform::ops::publish_now(ctx, db, variable("redis_address").as_deref());
 }
 
 fn valid_id(raw: &str) -> Result<&str, Problem> {
@@ -80,53 +72,19 @@ fn valid_id(raw: &str) -> Result<&str, Problem> {
 }
 
 async fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
+    let ops = bazaar_platform::ops::Ops {
+        migrations: store::MIGRATIONS,
+        open: &open_db,
+        redis_address: variable("redis_address"),
+    };
+    if let Some(answer) = bazaar_platform::ops::route(ctx, request.method(), request.path(), &ops) {
+        return answer;
+    }
     let path = request.path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     match (method, segments.as_slice()) {
-        (Method::Get, ["health", "live"]) => Ok(ctx.json(200, &json!({"status": "ok"}))),
-        (Method::Get, ["health", "ready"]) => {
-            let want = store::MIGRATIONS.last().map_or(0, |m| m.version);
-            let have = open_db()?.schema_version()?;
-            if have < want {
-                return Err(Problem::service_unavailable(format!(
-                    "The database schema is at version {have}; this build needs {want} \
-                     (run `bazaar admin migrate`)"
-                )));
-            }
-            Ok(ctx.json(200, &json!({"status": "ok", "schema_version": have})))
-        }
-        (Method::Post, ["internal", "admin", "migrate"]) => {
-            let db = open_db()?;
-            let applied = db.migrate(store::MIGRATIONS)?;
-            Ok(ctx.json(
-                200,
-                &json!({"applied": applied, "version": db.schema_version()?}),
-            ))
-        }
         (Method::Post, ["internal", "jobs", "recover"]) => recover(ctx).await,
-        (Method::Post, ["internal", "jobs", "outbox"]) => {
-            let db = open_db()?;
-            let redis = variable("redis_address")
-                .ok_or_else(|| Problem::service_unavailable("redis_address is not set"))?;
-            match bazaar_platform::outbox::publish_pending(&db, &redis, 500) {
-                Ok(sent) => Ok(ctx.json(200, &json!({"published": sent}))),
-                Err(e) => Err(Problem::service_unavailable(format!(
-                    "Events stay in the outbox: {e}"
-                ))),
-            }
-        }
-        (Method::Get, ["internal", "events"]) => {
-            let after = match ctx.query("after") {
-                None => 0,
-                Some(raw) => raw.parse::<i64>().map_err(|_| {
-                    Problem::unprocessable(vec![FieldError::new("after", "must be an integer")])
-                })?,
-            };
-            let limit = parse_limit(ctx.query("limit"))?;
-            let events = bazaar_platform::outbox::events_after(&open_db()?, after, limit)?;
-            Ok(ctx.json(200, &json!({"items": events})))
-        }
         (Method::Post, ["api", "v1", "orders"]) => checkout(ctx, request).await,
         (Method::Get, ["api", "v1", "orders"]) => list(ctx),
         (_, ["api", "v1", "orders"]) => Err(Problem::method_not_allowed(

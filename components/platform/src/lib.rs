@@ -16,7 +16,8 @@
 //! * [`db`]: one SQL API over `sqlite:` and `postgres://` databases, migrations;
 //! * [`outbox`]: transactional outbox, publishing to Redis, catch-up reads;
 //! * [`idempotency`]: `Idempotency-Key` claims, replays and conflicts (Stripe semantics);
-//! * [`service`]: per-request context and JSON/problem responses.
+//! * [`service`]: per-request context and JSON/problem responses;
+//! * [`ops`]: the health, migrate, outbox-job and catch-up routes every SQL service shares.
 
 // `Problem` is the error type of every handler; it is built once per failed request, so its
 // size does not matter and boxing it everywhere would only add noise.
@@ -29,6 +30,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod jwt;
 pub mod log;
+pub mod ops;
 pub mod outbox;
 pub mod page;
 pub mod problem;
