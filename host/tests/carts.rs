@@ -6,33 +6,9 @@
 mod common;
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{Runner, client, shop};
+use common::{Runner, client, shop, signing_keys_variable, token};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-
-/// base64url of 32 bytes of 9: the test signing key's seed.
-const SEED_B64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [9u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
 
 struct Shop {
     app: Runner,
@@ -42,7 +18,7 @@ struct Shop {
 fn start(extra_variables: &[&str]) -> Shop {
     let mut builder = shop("")
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg(&signing_keys_variable())
         .arg("--variable")
         .arg("rate_limit_per_minute=100000");
     for variable in extra_variables {

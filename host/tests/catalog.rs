@@ -9,12 +9,8 @@
 mod common;
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{Runner, client, shop};
+use common::{Runner, client, shop, signing_keys_variable, token};
 use serde_json::{Value, json};
-
-/// base64url of 32 bytes of 7: the test signing key's seed.
-const SEED_B64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc";
 
 /// Exposes the catalog's private routes to the test process only.
 const INTERNAL_ROUTE: &str = r#"
@@ -22,26 +18,6 @@ const INTERNAL_ROUTE: &str = r#"
 route = "/internal/..."
 component = "catalog"
 "#;
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [7u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
 
 struct Shop {
     app: Runner,
@@ -54,7 +30,7 @@ struct Shop {
 async fn start(vars: &[&str]) -> Shop {
     let mut builder = shop(INTERNAL_ROUTE)
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"));
+        .arg(&signing_keys_variable());
     for v in vars {
         builder = builder.arg("--variable").arg(v);
     }

@@ -5,40 +5,10 @@
 mod common;
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{Runner, build_wasm, client, shop, workspace_root};
+use common::{
+    Runner, build_wasm, client, free_port, shop, signing_keys_variable, token, workspace_root,
+};
 use serde_json::{Value, json};
-
-/// base64url of 32 bytes of 9: the test signing key's seed.
-const SEED_B64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [9u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The repository's payments.toml on ports of this test's own, with the test-built plugins and
 /// fraud thresholds out of reach (these tests are about checkout, not fraud screening; many
@@ -76,7 +46,7 @@ fn start() -> Shop {
     let app = shop("")
         .file("payments.toml", &payments_config(port))
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg(&signing_keys_variable())
         .arg("--variable")
         .arg(&format!("payment_host_url=http://127.0.0.1:{port}"))
         .arg("--variable")

@@ -22,13 +22,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{Runner, RunnerBuilder, build_wasm, client, runner, shop_manifest, workspace_root};
+use common::{
+    Runner, RunnerBuilder, build_wasm, client, free_port, runner, shop_manifest,
+    signing_keys_variable, token, workspace_root,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// base64url of 32 bytes of 11: the test signing key's seed.
-const SEED_B64: &str = "CwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCws";
 
 /// The orders component's job and catch-up routes, published on exact public routes for this
 /// test process only (more specific than the gateway's `/...`).
@@ -45,34 +44,6 @@ component = "orders"
 route = "/internal/events"
 component = "orders"
 "#;
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [11u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -244,7 +215,7 @@ fn start(options: Options<'_>) -> Shop {
         .arg("--runtime-config-file")
         .arg("runtime-config.toml")
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg(&signing_keys_variable())
         .arg("--variable")
         .arg(&format!("payment_host_url=http://127.0.0.1:{host_port}"))
         .arg("--variable")

@@ -12,8 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{client, shop, workspace_root};
+use common::{client, shop, signing_keys_variable, token, workspace_root};
 use serde_json::{Map, Value, json};
 
 mod wit {
@@ -528,29 +527,6 @@ fn the_platform_envelope_and_the_documented_examples_follow_the_wit() {
     }
 }
 
-/// base64url of 32 bytes of 9: the test signing key's seed.
-const SEED_B64: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk";
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [9u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
-
 #[tokio::test]
 async fn events_the_shop_publishes_follow_the_wit() {
     // Subscribe first (pub/sub keeps nothing for late subscribers). Other tests share this
@@ -569,7 +545,7 @@ async fn events_the_shop_publishes_follow_the_wit() {
     // public route of its own to read it from outside, exactly as a chained consumer would.
     let app = shop("[[trigger.http]]\nroute = \"/internal/events\"\ncomponent = \"orders\"\n")
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg(&signing_keys_variable())
         .arg("--variable")
         .arg("payment_host_url=http://127.0.0.1:9")
         .start();

@@ -7,41 +7,11 @@
 mod common;
 
 use bazaar_platform::auth::Role;
-use bazaar_platform::jwt::{Claims, KeyPair, sign};
-use common::{client, shop_only};
+use common::{client, free_port, shop_only, signing_keys_variable, token};
 use serde_json::{Value, json};
 
-const SEED_B64: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc";
 const PAN: &str = "4242424242424242";
 const CVC: &str = "739";
-
-fn token(sub: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    sign(
-        &KeyPair::from_seed("test", [7u8; 32]),
-        &Claims {
-            sub: sub.to_owned(),
-            role,
-            iss: "bazaar".into(),
-            aud: "bazaar-api".into(),
-            iat: now,
-            nbf: now - 5,
-            exp: now + 3600,
-            jti: format!("jti-{sub}-{now}"),
-        },
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn call(
     base: &str,
@@ -116,7 +86,7 @@ api_key = "sk_test_bazaar"
     let app = shop_only(&["gateway", "users", "payments"], "")
         .file("payments.toml", &payments_toml)
         .arg("--variable")
-        .arg(&format!("jwt_signing_keys=test={SEED_B64}"))
+        .arg(&signing_keys_variable())
         .arg("--variable")
         .arg("gateway_upstreams=users,payments")
         .arg("--variable")

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Runner, get_json, runner};
+use common::{Runner, free_port, get_json, runner};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -118,14 +117,6 @@ reply_channel = "{reply_channel}"
 "#,
         hosts = hosts.join(", ")
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A private `redis-server` this test may stop and start again.

@@ -31,14 +31,27 @@ struct WalletPlugin;
 type Settings = Vec<(String, String)>;
 
 fn error(kind: ErrorKind, code: &str, message: impl Into<String>) -> ProviderError {
-    ProviderError { kind, code: code.to_string(), message: message.into() }
+    ProviderError {
+        kind,
+        code: code.to_string(),
+        message: message.into(),
+    }
 }
 
 fn safe_id(id: &str) -> Result<&str, ProviderError> {
-    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         Ok(id)
     } else {
-        Err(error(ErrorKind::InvalidRequest, "invalid_reference", "malformed authorization id"))
+        Err(error(
+            ErrorKind::InvalidRequest,
+            "invalid_reference",
+            "malformed authorization id",
+        ))
     }
 }
 
@@ -46,7 +59,11 @@ fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -65,72 +82,152 @@ struct Api<'a> {
 }
 
 fn interpret(status: u16, body: &[u8]) -> Result<Value, ProviderError> {
-    let json: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(Value::Null) };
+    let json: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).unwrap_or(Value::Null)
+    };
     if (200..300).contains(&status) {
         return Ok(json);
     }
-    let issue = json["details"][0]["issue"].as_str().or_else(|| json["name"].as_str()).unwrap_or("UNKNOWN").to_string();
-    let message = json["message"].as_str().unwrap_or("provider error").to_string();
+    let issue = json["details"][0]["issue"]
+        .as_str()
+        .or_else(|| json["name"].as_str())
+        .unwrap_or("UNKNOWN")
+        .to_string();
+    let message = json["message"]
+        .as_str()
+        .unwrap_or("provider error")
+        .to_string();
     let kind = match (status, issue.as_str()) {
         (401, _) => ErrorKind::Authentication,
         (404, _) => ErrorKind::NotFound,
-        (422, "INSTRUMENT_DECLINED" | "PAYER_CANNOT_PAY" | "TRANSACTION_REFUSED") => ErrorKind::Declined,
-        (422, "AUTHORIZATION_ALREADY_CAPTURED" | "AUTHORIZATION_VOIDED" | "AUTHORIZATION_EXPIRED" | "CAPTURE_FULLY_REFUNDED" | "INVALID_RESOURCE_STATE") => ErrorKind::InvalidState,
+        (422, "INSTRUMENT_DECLINED" | "PAYER_CANNOT_PAY" | "TRANSACTION_REFUSED") => {
+            ErrorKind::Declined
+        }
+        (
+            422,
+            "AUTHORIZATION_ALREADY_CAPTURED"
+            | "AUTHORIZATION_VOIDED"
+            | "AUTHORIZATION_EXPIRED"
+            | "CAPTURE_FULLY_REFUNDED"
+            | "INVALID_RESOURCE_STATE",
+        ) => ErrorKind::InvalidState,
         (400 | 422, _) => ErrorKind::InvalidRequest,
         _ => ErrorKind::Unavailable,
     };
-    Err(ProviderError { kind, code: issue.to_ascii_lowercase(), message })
+    Err(ProviderError {
+        kind,
+        code: issue.to_ascii_lowercase(),
+        message,
+    })
 }
 
 impl<'a> Api<'a> {
     /// Exchanges the client credentials for an access token (instances live for one call).
     fn connect(config: &'a Settings) -> Result<Self, ProviderError> {
-        let get = |name: &str| setting(config, name).ok_or_else(|| error(ErrorKind::InvalidRequest, "misconfigured", format!("{name} is not set")));
+        let get = |name: &str| {
+            setting(config, name).ok_or_else(|| {
+                error(
+                    ErrorKind::InvalidRequest,
+                    "misconfigured",
+                    format!("{name} is not set"),
+                )
+            })
+        };
         let base = get("api_base")?.trim_end_matches('/');
-        let basic = format!("Basic {}", base64(format!("{}:{}", get("client_id")?, get("client_secret")?).as_bytes()));
+        let basic = format!(
+            "Basic {}",
+            base64(format!("{}:{}", get("client_id")?, get("client_secret")?).as_bytes())
+        );
         let body = form::encode(&[("grant_type", "client_credentials")]);
         let response = http::send(
             "POST",
             &format!("{base}/v1/oauth2/token"),
-            &[("authorization", &basic), ("content-type", "application/x-www-form-urlencoded")],
+            &[
+                ("authorization", &basic),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
             body.as_bytes(),
         )
         .map_err(|e| error(ErrorKind::Unavailable, "network_error", e.0))?;
         let json = interpret(response.status, &response.body)?;
-        let token = json["access_token"].as_str().ok_or_else(|| error(ErrorKind::Unavailable, "bad_gateway", "no access token"))?.to_string();
+        let token = json["access_token"]
+            .as_str()
+            .ok_or_else(|| error(ErrorKind::Unavailable, "bad_gateway", "no access token"))?
+            .to_string();
         Ok(Self { base, token })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>, request_id: Option<&str>) -> Result<Value, ProviderError> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        request_id: Option<&str>,
+    ) -> Result<Value, ProviderError> {
         let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json"), ("prefer", "return=representation")];
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("prefer", "return=representation"),
+        ];
         if let Some(id) = request_id {
             headers.push(("paypal-request-id", id));
         }
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let response = http::send(method, &format!("{}{}", self.base, path), &headers, payload.as_bytes())
-            .map_err(|e| error(ErrorKind::Unavailable, "network_error", e.0))?;
+        let response = http::send(
+            method,
+            &format!("{}{}", self.base, path),
+            &headers,
+            payload.as_bytes(),
+        )
+        .map_err(|e| error(ErrorKind::Unavailable, "network_error", e.0))?;
         interpret(response.status, &response.body)
     }
 
     /// The payment as a whole, read from the order the authorization belongs to.
     fn payment(&self, authorization_id: &str) -> Result<ProviderPayment, ProviderError> {
-        let auth = self.call("GET", &format!("/v2/payments/authorizations/{}", safe_id(authorization_id)?), None, None)?;
-        let order_id = auth["supplementary_data"]["related_ids"]["order_id"].as_str().ok_or_else(|| error(ErrorKind::Unavailable, "bad_gateway", "authorization without order"))?;
-        let order = self.call("GET", &format!("/v2/checkout/orders/{}", safe_id(order_id)?), None, None)?;
+        let auth = self.call(
+            "GET",
+            &format!("/v2/payments/authorizations/{}", safe_id(authorization_id)?),
+            None,
+            None,
+        )?;
+        let order_id = auth["supplementary_data"]["related_ids"]["order_id"]
+            .as_str()
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::Unavailable,
+                    "bad_gateway",
+                    "authorization without order",
+                )
+            })?;
+        let order = self.call(
+            "GET",
+            &format!("/v2/checkout/orders/{}", safe_id(order_id)?),
+            None,
+            None,
+        )?;
         to_payment(&order)
     }
 }
 
 fn amount_of(value: &Value) -> u64 {
     let currency = value["currency_code"].as_str().unwrap_or("USD");
-    value["value"].as_str().and_then(|v| decimal::from_decimal(v, currency)).unwrap_or(0)
+    value["value"]
+        .as_str()
+        .and_then(|v| decimal::from_decimal(v, currency))
+        .unwrap_or(0)
 }
 
 fn to_payment(order: &Value) -> Result<ProviderPayment, ProviderError> {
     let payments = &order["purchase_units"][0]["payments"];
     let Some(auth) = payments["authorizations"].get(0) else {
-        let link = order["links"].as_array().and_then(|links| links.iter().find(|l| l["rel"] == "payer-action")).and_then(|l| l["href"].as_str());
+        let link = order["links"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["rel"] == "payer-action"))
+            .and_then(|l| l["href"].as_str());
         return Ok(ProviderPayment {
             reference: order["id"].as_str().unwrap_or_default().to_string(),
             status: ProviderStatus::RequiresAction,
@@ -142,8 +239,15 @@ fn to_payment(order: &Value) -> Result<ProviderPayment, ProviderError> {
         });
     };
     let captures = payments["captures"].as_array().cloned().unwrap_or_default();
-    let captured: u64 = captures.iter().filter(|c| c["status"] != "DECLINED").map(|c| amount_of(&c["amount"])).sum();
-    let refunded: u64 = payments["refunds"].as_array().map(|r| r.iter().map(|r| amount_of(&r["amount"])).sum()).unwrap_or(0);
+    let captured: u64 = captures
+        .iter()
+        .filter(|c| c["status"] != "DECLINED")
+        .map(|c| amount_of(&c["amount"]))
+        .sum();
+    let refunded: u64 = payments["refunds"]
+        .as_array()
+        .map(|r| r.iter().map(|r| amount_of(&r["amount"])).sum())
+        .unwrap_or(0);
     let status = match auth["status"].as_str() {
         Some("CREATED") | Some("PENDING") => ProviderStatus::Authorized,
         Some("CAPTURED") | Some("PARTIALLY_CAPTURED") => ProviderStatus::Captured,
@@ -163,9 +267,16 @@ fn to_payment(order: &Value) -> Result<ProviderPayment, ProviderError> {
 }
 
 impl Guest for WalletPlugin {
-    fn authorize(config: Settings, request: AuthorizeRequest) -> Result<ProviderPayment, ProviderError> {
+    fn authorize(
+        config: Settings,
+        request: AuthorizeRequest,
+    ) -> Result<ProviderPayment, ProviderError> {
         let PaymentSource::Wallet(payer) = &request.source else {
-            return Err(error(ErrorKind::InvalidRequest, "unsupported_source", "the wallet provider only accepts wallet payment methods"));
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                "unsupported_source",
+                "the wallet provider only accepts wallet payment methods",
+            ));
         };
         let api = Api::connect(&config)?;
         let order = api.call(
@@ -186,11 +297,20 @@ impl Guest for WalletPlugin {
             return to_payment(&order);
         }
         let order_id = safe_id(order["id"].as_str().unwrap_or_default())?.to_string();
-        let authorized = api.call("POST", &format!("/v2/checkout/orders/{order_id}/authorize"), Some(json!({})), Some(&format!("authorize-{}", request.payment_id)))?;
+        let authorized = api.call(
+            "POST",
+            &format!("/v2/checkout/orders/{order_id}/authorize"),
+            Some(json!({})),
+            Some(&format!("authorize-{}", request.payment_id)),
+        )?;
         to_payment(&authorized)
     }
 
-    fn capture(config: Settings, reference: String, amount: Money) -> Result<ProviderPayment, ProviderError> {
+    fn capture(
+        config: Settings,
+        reference: String,
+        amount: Money,
+    ) -> Result<ProviderPayment, ProviderError> {
         let api = Api::connect(&config)?;
         api.call(
             "POST",
@@ -203,18 +323,46 @@ impl Guest for WalletPlugin {
 
     fn void(config: Settings, reference: String) -> Result<ProviderPayment, ProviderError> {
         let api = Api::connect(&config)?;
-        api.call("POST", &format!("/v2/payments/authorizations/{}/void", safe_id(&reference)?), None, Some(&format!("void-{reference}")))?;
+        api.call(
+            "POST",
+            &format!("/v2/payments/authorizations/{}/void", safe_id(&reference)?),
+            None,
+            Some(&format!("void-{reference}")),
+        )?;
         api.payment(&reference)
     }
 
-    fn refund(config: Settings, reference: String, amount: Money, idempotency_key: String) -> Result<ProviderPayment, ProviderError> {
+    fn refund(
+        config: Settings,
+        reference: String,
+        amount: Money,
+        idempotency_key: String,
+    ) -> Result<ProviderPayment, ProviderError> {
         let api = Api::connect(&config)?;
-        let auth = api.call("GET", &format!("/v2/payments/authorizations/{}", safe_id(&reference)?), None, None)?;
-        let order_id = auth["supplementary_data"]["related_ids"]["order_id"].as_str().unwrap_or_default();
-        let order = api.call("GET", &format!("/v2/checkout/orders/{}", safe_id(order_id)?), None, None)?;
+        let auth = api.call(
+            "GET",
+            &format!("/v2/payments/authorizations/{}", safe_id(&reference)?),
+            None,
+            None,
+        )?;
+        let order_id = auth["supplementary_data"]["related_ids"]["order_id"]
+            .as_str()
+            .unwrap_or_default();
+        let order = api.call(
+            "GET",
+            &format!("/v2/checkout/orders/{}", safe_id(order_id)?),
+            None,
+            None,
+        )?;
         let capture_id = order["purchase_units"][0]["payments"]["captures"][0]["id"]
             .as_str()
-            .ok_or_else(|| error(ErrorKind::InvalidState, "not_captured", "nothing captured to refund"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorKind::InvalidState,
+                    "not_captured",
+                    "nothing captured to refund",
+                )
+            })?;
         api.call(
             "POST",
             &format!("/v2/payments/captures/{}/refund", safe_id(capture_id)?),
@@ -228,27 +376,48 @@ impl Guest for WalletPlugin {
         Api::connect(&config)?.payment(&reference)
     }
 
-    fn verify_webhook(config: Settings, headers: Vec<(String, String)>, body: Vec<u8>, now: u64) -> Result<WebhookEvent, ProviderError> {
+    fn verify_webhook(
+        config: Settings,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        now: u64,
+    ) -> Result<WebhookEvent, ProviderError> {
         let secrets = signature::secrets(setting(&config, "webhook_secrets"));
-        signature::verify(&headers, &body, &secrets, now / 1000)
-            .map_err(|e| error(ErrorKind::InvalidSignature, "invalid_signature", e.message()))?;
+        signature::verify(&headers, &body, &secrets, now / 1000).map_err(|e| {
+            error(
+                ErrorKind::InvalidSignature,
+                "invalid_signature",
+                e.message(),
+            )
+        })?;
         let invalid = |m: &str| error(ErrorKind::InvalidSignature, "invalid_payload", m);
-        let event: Value = serde_json::from_slice(&body).map_err(|_| invalid("event is not JSON"))?;
-        let event_id = event["id"].as_str().ok_or_else(|| invalid("event without id"))?;
+        let event: Value =
+            serde_json::from_slice(&body).map_err(|_| invalid("event is not JSON"))?;
+        let event_id = event["id"]
+            .as_str()
+            .ok_or_else(|| invalid("event without id"))?;
         let resource = &event["resource"];
         let (kind, reference, amount) = match event["event_type"].as_str() {
-            Some("PAYMENT.AUTHORIZATION.VOIDED") => (EventKind::Voided, resource["id"].as_str(), None),
+            Some("PAYMENT.AUTHORIZATION.VOIDED") => {
+                (EventKind::Voided, resource["id"].as_str(), None)
+            }
             Some("PAYMENT.CAPTURE.COMPLETED") => (
                 EventKind::Captured,
                 resource["supplementary_data"]["related_ids"]["authorization_id"].as_str(),
                 Some(amount_of(&resource["amount"])),
             ),
-            Some("PAYMENT.CAPTURE.DENIED") => (EventKind::Failed, resource["supplementary_data"]["related_ids"]["authorization_id"].as_str(), None),
+            Some("PAYMENT.CAPTURE.DENIED") => (
+                EventKind::Failed,
+                resource["supplementary_data"]["related_ids"]["authorization_id"].as_str(),
+                None,
+            ),
             _ => return Err(invalid("unsupported event type")),
         };
         Ok(WebhookEvent {
             event_id: event_id.to_string(),
-            reference: reference.ok_or_else(|| invalid("event without authorization id"))?.to_string(),
+            reference: reference
+                .ok_or_else(|| invalid("event without authorization id"))?
+                .to_string(),
             kind,
             amount,
             occurred_at: event["create_time_unix"].as_u64().unwrap_or(0) * 1000,

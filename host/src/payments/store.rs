@@ -532,16 +532,33 @@ mod tests {
     fn an_abandoned_claim_is_taken_over_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("payments.db")).unwrap();
-        let claim = |now| store.claim_idempotency("create:u", "k", "h", now, 30_000).unwrap();
+        let claim = |now| {
+            store
+                .claim_idempotency("create:u", "k", "h", now, 30_000)
+                .unwrap()
+        };
         assert!(matches!(claim(1_000), Claim::New));
-        assert!(matches!(claim(20_000), Claim::InFlight), "still within any deadline");
-        assert!(matches!(claim(31_000), Claim::TakeOver), "the first attempt died");
-        assert!(matches!(claim(32_000), Claim::InFlight), "the takeover holds the claim now");
+        assert!(
+            matches!(claim(20_000), Claim::InFlight),
+            "still within any deadline"
+        );
+        assert!(
+            matches!(claim(31_000), Claim::TakeOver),
+            "the first attempt died"
+        );
+        assert!(
+            matches!(claim(32_000), Claim::InFlight),
+            "the takeover holds the claim now"
+        );
         assert!(matches!(
-            store.claim_idempotency("create:u", "k", "other", 99_000, 30_000).unwrap(),
+            store
+                .claim_idempotency("create:u", "k", "other", 99_000, 30_000)
+                .unwrap(),
             Claim::Mismatch
         ));
-        store.complete_idempotency("create:u", "k", 201, "{}").unwrap();
+        store
+            .complete_idempotency("create:u", "k", 201, "{}")
+            .unwrap();
         assert!(matches!(claim(200_000), Claim::Replay { status: 201, .. }));
     }
 }

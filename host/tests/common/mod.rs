@@ -369,3 +369,47 @@ pub fn shop_only(components: &[&str], extra: &str) -> RunnerBuilder {
         .arg("--runtime-config-file")
         .arg("runtime-config.toml")
 }
+
+/// The Ed25519 seed end-to-end tests sign access tokens with; start the shop with
+/// [`signing_keys_variable`] so the gateway trusts them.
+pub const TEST_SIGNING_SEED: [u8; 32] = [7; 32];
+
+/// `jwt_signing_keys=test=<seed>` for `--variable`.
+pub fn signing_keys_variable() -> String {
+    use base64::Engine;
+    format!(
+        "jwt_signing_keys=test={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(TEST_SIGNING_SEED)
+    )
+}
+
+/// A valid access token for `sub` with `role`, an hour long, as the users service would issue.
+pub fn token(sub: &str, role: bazaar_platform::auth::Role) -> String {
+    use bazaar_platform::jwt::{Claims, KeyPair, sign};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    sign(
+        &KeyPair::from_seed("test", TEST_SIGNING_SEED),
+        &Claims {
+            sub: sub.to_owned(),
+            role,
+            iss: "bazaar".into(),
+            aud: "bazaar-api".into(),
+            iat: now,
+            nbf: now - 5,
+            exp: now + 3600,
+            jti: format!("jti-{sub}-{now}-{}", bazaar_platform::ids::new_id()),
+        },
+    )
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
