@@ -9,6 +9,9 @@
 //!   `allowed_outbound_hosts`, through the same application variable);
 //! * `payment_host_token`: optional shared secret sent as `x-bazaar-payments-token`.
 
+// `Problem` is every handler's error type (see bazaar-platform).
+#![allow(clippy::result_large_err)]
+
 pub mod forward;
 
 use bazaar_platform::service::Ctx;
