@@ -642,6 +642,36 @@ async fn tokenization_and_requests_are_validated() {
     assert_eq!(status, 422);
     assert_eq!(body["errors"][0]["field"], "exp_year");
 
+    // Idempotent saves: a retry answers the first token; another card under the key is 422.
+    let card = json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "A"});
+    let (s1, first) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u",
+            "customer",
+            Some("save-1"),
+            Some(card.clone()),
+        )
+        .await;
+    let (s2, again) = host
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u",
+            "customer",
+            Some("save-1"),
+            Some(card),
+        )
+        .await;
+    assert_eq!((s1, s2), (201, 201), "{first} {again}");
+    assert_eq!(first["payment_method"], again["payment_method"]);
+    let (s3, _) = host
+        .call("POST", "/api/v1/payments/methods", "u", "customer", Some("save-1"),
+              Some(json!({"number": "5555555555554444", "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "A"})))
+        .await;
+    assert_eq!(s3, 422);
+
     let client = common::client();
     let url = format!("{}/api/v1/payments/methods", host.base);
     let resp = client

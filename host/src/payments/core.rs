@@ -448,6 +448,19 @@ impl Core {
         result
     }
 
+    /// What identifies "the same request" when saving a card: the body with the card number
+    /// and CVC replaced by keyed digests (the idempotency store never sees them).
+    pub fn method_request_fingerprint(&self, body: &Value) -> String {
+        let mut body = body.clone();
+        for field in ["number", "cvc"] {
+            if let Some(Value::String(secret)) = body.get(field) {
+                let digest = self.vault.fingerprint(secret);
+                body[field] = Value::String(digest);
+            }
+        }
+        body.to_string()
+    }
+
     /// `takeover`: the first request with this idempotency key died mid-flight; a payment it
     /// left unanswered is reused, so the provider sees the same authorization again.
     pub async fn create(

@@ -212,7 +212,16 @@ impl Server {
                 match (method, &segments[3..]) {
                     (Method::POST, ["methods"]) => {
                         let body = Self::json_body(req).await?;
-                        self.core.tokenize(&caller, &body)
+                        // Optional Idempotency-Key: a retried save answers the first token.
+                        let fingerprint = self.core.method_request_fingerprint(&body);
+                        self.core
+                            .idempotent(
+                                format!("methods:{}", caller.user_id),
+                                key.as_deref(),
+                                &["methods", &fingerprint],
+                                |_| async { self.core.tokenize(&caller, &body) },
+                            )
+                            .await
                     }
                     (Method::POST, []) => {
                         let Some(key) = key else {

@@ -7,6 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload, rand_core::RngCore};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
 /// A card number that passed Luhn and length checks. Deliberately neither `Debug`-printable
 /// nor `Display`: it cannot end up in a log line by accident.
@@ -208,6 +209,9 @@ pub fn parse_card(
 /// The AES-256-GCM key ring: the first key encrypts, every key decrypts.
 pub struct KeyRing {
     keys: Vec<(String, Aes256Gcm)>,
+    /// Derived from the first key: makes [`KeyRing::fingerprint`] a keyed hash, so a stored
+    /// request fingerprint cannot be brute-forced back into a card number.
+    fingerprint_key: [u8; 32],
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -222,6 +226,7 @@ impl KeyRing {
     /// Parses `kid=base64url(32 bytes)` entries separated by commas.
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
+        let mut fingerprint_key = None;
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (kid, encoded) = entry
                 .split_once('=')
@@ -240,13 +245,31 @@ impl KeyRing {
             if bytes.len() != 32 {
                 anyhow::bail!("vault key `{kid}` must be 32 bytes, got {}", bytes.len());
             }
+            if fingerprint_key.is_none() {
+                let mut derive = Sha256::new();
+                derive.update(b"bazaar:request-fingerprint:");
+                derive.update(&bytes);
+                fingerprint_key = Some(<[u8; 32]>::from(derive.finalize()));
+            }
             let cipher = Aes256Gcm::new_from_slice(&bytes).expect("32-byte key");
             keys.push((kid.to_string(), cipher));
         }
-        if keys.is_empty() {
+        let Some(fingerprint_key) = fingerprint_key else {
             anyhow::bail!("the vault key ring is empty");
-        }
-        Ok(Self { keys })
+        };
+        Ok(Self {
+            keys,
+            fingerprint_key,
+        })
+    }
+
+    /// A keyed digest of a secret (card number, CVC) for comparing requests, e.g. two
+    /// `Idempotency-Key` retries, without storing anything that reveals the secret.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.fingerprint_key);
+        hash.update(secret.as_bytes());
+        hex::encode(hash.finalize())
     }
 
     /// A fresh `kid=key` entry, for first-run generation.
