@@ -155,8 +155,36 @@ fn address() -> Value {
 #[tokio::test]
 async fn the_whole_journey_and_its_failure_paths() {
     let shop = start();
-    let customer = token("usr_ada", Role::Customer);
     let product = shop.product("JOURNEY-1", 1250, 50).await;
+
+    // Register and log in like any customer (the users service issues the token).
+    let (status, user, _) = shop
+        .call("POST", "/auth/register", None, None,
+              Some(json!({"email": "ada@example.com", "password": "correct horse battery", "name": "Ada"})))
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, login, _) = shop
+        .call(
+            "POST",
+            "/auth/login",
+            None,
+            None,
+            Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let customer = login["access_token"].as_str().unwrap().to_owned();
+
+    // Browse: search finds the product with its price.
+    let (status, found, _) = shop
+        .call("GET", "/api/v1/products?q=journey-1", None, None, None)
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["items"][0]["id"], product.as_str(), "{found}");
+    assert_eq!(
+        found["items"][0]["price"],
+        json!({"amount": 1250, "currency": "EUR"})
+    );
 
     // Cart → checkout of the cart.
     let (status, cart, headers) = shop
