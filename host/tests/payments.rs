@@ -388,13 +388,25 @@ async fn card_payment_authorize_capture_refund_and_illegal_transitions() {
         .await;
     assert_eq!(status, 409);
 
+    // Another user using the owner's key first learns nothing and cannot poison the key.
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "intruder",
+            "customer",
+            Some("capture-key"),
+            Some(json!({"amount": 600})),
+        )
+        .await;
+    assert_eq!(status, 404);
     let (status, captured) = host
         .call(
             "POST",
             &format!("/api/v1/payments/{id}/capture"),
             "u1",
             "customer",
-            None,
+            Some("capture-key"),
             Some(json!({"amount": 600})),
         )
         .await;

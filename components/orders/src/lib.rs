@@ -312,6 +312,14 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
             "This checkout is still in progress; retry later",
         ));
     }
+    if store::cancel_requested(&db, &order_id)? {
+        // The customer cancelled this order; a retried checkout must not push it forward.
+        let _ = store::pause_saga(&db, &order_id, "cancellation requested");
+        return Err(
+            Problem::conflict("The order was cancelled").with_extension("order_id", order_id)
+        );
+    }
+
     let stored = match store::load(&db, &order_id)? {
         Some(existing) => existing,
         None => match create_order(ctx, &db, &identity, &order_id, &input).await {
@@ -571,6 +579,20 @@ async fn cancel_order(ctx: &Ctx, db: &Database, stored: Stored) -> Result<Stored
             "The order's checkout is still running; retry shortly",
         ));
     }
+    // From here on the order only goes backwards: if compensation fails now, the recovery job
+    // finishes the cancellation rather than resuming the checkout.
+    store::request_cancel(db, &order.id)?;
+    compensate_and_cancel(ctx, db, stored).await
+}
+
+/// Undoes what the order holds (refund + return stock once paid; void + release before) and
+/// records the cancellation. Every call is idempotent, so it can run again after a failure.
+async fn compensate_and_cancel(
+    ctx: &Ctx,
+    db: &Database,
+    stored: Stored,
+) -> Result<Stored, Problem> {
+    let order = &stored.order;
     let saga = Saga {
         db,
         request_id: &ctx.request_id,
@@ -596,7 +618,8 @@ async fn cancel_order(ctx: &Ctx, db: &Database, stored: Stored) -> Result<Stored
             ctx.log
                 .error("cancel could not compensate", &[("why", why.into())]);
             return Err(Problem::bad_gateway(
-                "The cancellation could not release stock or the payment; nothing changed, retry",
+                "The cancellation could not be completed now; it is finished automatically \
+                 (or retry)",
             ));
         }
     };
@@ -624,7 +647,7 @@ async fn cancel_order(ctx: &Ctx, db: &Database, stored: Stored) -> Result<Stored
 async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
     let db = open_db()?;
     let mut report = Vec::new();
-    for (order_id, attempts, idem) in store::stalled_sagas(&db, 20)? {
+    for (order_id, attempts, idem, cancelling) in store::stalled_sagas(&db, 20)? {
         if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, None)? {
             continue;
         }
@@ -635,11 +658,32 @@ async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
             store::drop_saga(&db, &order_id)?;
             continue;
         };
+        if cancelling {
+            let label = if stored.order.status == Status::Cancelled {
+                store::finish_saga(&db, &order_id)?;
+                "cancelled"
+            } else {
+                match compensate_and_cancel(ctx, &db, stored).await {
+                    Ok(_) => "cancelled",
+                    Err(_) => "stalled",
+                }
+            };
+            report.push(json!({"order_id": order_id, "outcome": label}));
+            continue;
+        }
         let saga = Saga {
             db: &db,
             request_id: &ctx.request_id,
         };
+        // Money already taken is never given up on: keep settling a captured order.
+        let captured = attempts > MAX_SAGA_ATTEMPTS
+            && stored.order.status == Status::Confirmed
+            && matches!(
+                saga.payment_status(&stored).await.as_deref(),
+                Some("captured" | "partially_refunded" | "refunded")
+            );
         let outcome = if attempts > MAX_SAGA_ATTEMPTS
+            && !captured
             && matches!(stored.order.status, Status::Pending | Status::Confirmed)
         {
             // Give up forward progress: undo what happened and fail the order.

@@ -75,6 +75,16 @@ impl Saga<'_> {
                     .append(&stored, Event::Confirmed)
                     .map(|s| Step::Next(Box::new(s))),
                 Status::Confirmed => self.capture(&stored).await,
+                Status::Cancelled => {
+                    // Cancelled before this run (e.g. a checkout retried after a cancel): not a
+                    // successful checkout.
+                    return Outcome::Failed {
+                        status: 409,
+                        code: "cancelled".into(),
+                        detail: "The order was cancelled".into(),
+                        order: stored,
+                    };
+                }
                 Status::Failed => {
                     let failure = order.failure.clone();
                     return Outcome::Failed {
@@ -373,10 +383,30 @@ impl Saga<'_> {
         .map_err(|e| e.0)?;
         match answer.status {
             200 => Ok(()),
-            // Already voided/expired is what we want.
-            409 if answer.body["status"] == "voided" => Ok(()),
+            // Refused: fine if the payment already ended without money taken (voided, lapsed,
+            // failed). The 409 body is a problem, so ask for the payment itself.
+            409 => match self.payment_status(stored).await.as_deref() {
+                Some("voided" | "failed") => Ok(()),
+                other => Err(format!("void refused; the payment is {other:?}")),
+            },
             status => Err(format!("void answered {status}: {}", answer.body)),
         }
+    }
+
+    /// The payment's current status at the payment host, if it can be read.
+    pub async fn payment_status(&self, stored: &Stored) -> Option<String> {
+        let payment_id = stored.order.payment_id.as_ref()?;
+        let answer = call(
+            Method::Get,
+            &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
+            None,
+            &self.user_headers(stored),
+        )
+        .await
+        .ok()?;
+        (answer.status == 200)
+            .then(|| answer.body["status"].as_str().map(str::to_owned))
+            .flatten()
     }
 
     /// Refunds what was captured. Refunds are admin-only at the payment host; the orders

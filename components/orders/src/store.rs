@@ -52,6 +52,11 @@ CREATE INDEX sagas_open ON sagas (done, lease_until);",
     ),
     outbox::migration(2),
     idempotency::migration(3),
+    Migration::portable(
+        4,
+        "sagas remember a requested cancellation",
+        "ALTER TABLE sagas ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;",
+    ),
 ];
 
 #[derive(Debug)]
@@ -306,15 +311,47 @@ pub fn pause_saga(db: &Database, order_id: &str, error: &str) -> Result<(), DbEr
     Ok(())
 }
 
-/// A saga to resume: its order, attempts so far, and the checkout's idempotency scope and key.
-pub type StalledSaga = (String, i64, Option<(String, String)>);
+/// A saga to resume: its order, attempts so far, the checkout's idempotency scope and key, and
+/// whether a cancellation was requested (then recovery finishes the cancel, never the checkout).
+pub type StalledSaga = (String, i64, Option<(String, String)>, bool);
+
+/// Records that the customer asked to cancel: from now on the saga only compensates.
+pub fn request_cancel(db: &Database, order_id: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE sagas SET cancel_requested = ?, done = ?, updated_at = ? WHERE order_id = ?",
+        &[
+            true.into(),
+            false.into(),
+            time::now_millis().into(),
+            order_id.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Whether a cancellation was requested for the order's saga.
+pub fn cancel_requested(db: &Database, order_id: &str) -> Result<bool, DbError> {
+    Ok(db
+        .query_opt(
+            "SELECT cancel_requested FROM sagas WHERE order_id = ?",
+            &[order_id.into()],
+        )?
+        .map(|r| r.bool("cancel_requested"))
+        .transpose()?
+        .unwrap_or(false))
+}
 
 /// Sagas whose lease ran out without finishing (their request died or gave up).
 pub fn stalled_sagas(db: &Database, limit: u32) -> Result<Vec<StalledSaga>, DbError> {
     db.query(
-        "SELECT order_id, attempts, idem_scope, idem_key FROM sagas WHERE done = ? AND lease_until <= ? \
+        "SELECT order_id, attempts, idem_scope, idem_key, cancel_requested FROM sagas \
+         WHERE done = ? AND lease_until <= ? \
          ORDER BY updated_at LIMIT ?",
-        &[false.into(), time::now_millis().into(), i64::from(limit).into()],
+        &[
+            false.into(),
+            time::now_millis().into(),
+            i64::from(limit).into(),
+        ],
     )?
     .iter()
     .map(|r| {
@@ -322,7 +359,12 @@ pub fn stalled_sagas(db: &Database, limit: u32) -> Result<Vec<StalledSaga>, DbEr
             (Some(s), Some(k)) => Some((s, k)),
             _ => None,
         };
-        Ok((r.text("order_id")?, r.i64("attempts")?, idem))
+        Ok((
+            r.text("order_id")?,
+            r.i64("attempts")?,
+            idem,
+            r.bool("cancel_requested")?,
+        ))
     })
     .collect()
 }

@@ -111,7 +111,10 @@ async fn handle(request: Request) -> Response {
                 "payment host unreachable",
                 &[("error", err.to_string().into())],
             );
-            ctx.problem(bazaar_platform::Problem::bad_gateway(
+            // 503, not 502: the payment host's own 502 means "the provider failed, nothing was
+            // charged", while here the outcome is unknown (the host may have crashed mid-call),
+            // so callers must retry with the same Idempotency-Key rather than give up.
+            ctx.problem(bazaar_platform::Problem::service_unavailable(
                 "the payment service is unavailable",
             ))
         }

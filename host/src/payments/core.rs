@@ -438,7 +438,10 @@ impl Core {
             Ok(a) => (a.status, a.body.clone()),
             Err(p) => (p.status, p.to_json()),
         };
-        if status >= 500 && status != 502 {
+        // Our own failure, or a provider that was unavailable for capture/void/refund (nothing
+        // changed, and the payment row is untouched): let the client retry with the same key.
+        // A 502 from `create` is final: that payment row is marked failed.
+        if status >= 500 && (status != 502 || !scope.starts_with("create:")) {
             // Our own failure: let the client retry with the same key.
             self.store.release_idempotency(&scope, key)?;
         } else {

@@ -261,7 +261,9 @@ impl Server {
                             )]));
                         }
                         let canonical = body.to_string();
-                        let scope = format!("{action}:{id}");
+                        // Scoped to the caller too: another user's key can neither replay this
+                        // payment's answer nor reveal that it exists.
+                        let scope = format!("{action}:{}:{id}", caller.user_id);
                         // A takeover simply runs the operation again: the ledger checks the
                         // payment's current state first.
                         let run = |_takeover| async {
