@@ -1,8 +1,9 @@
-//! The checkout saga: reserve stock → authorize payment → confirm → capture → commit stock,
+//! The checkout saga: reserve stock → authorize payment → confirm → commit stock → capture,
 //! each step's outcome appended to the order's stream before the next starts.
 //!
 //! Capture happens at confirmation (not at shipment): the order is `paid` when checkout
-//! returns, and stock is committed right after the capture. On a definite failure the completed
+//! returns. Stock is committed just before the capture, so money is never taken for stock
+//! whose hold lapsed; a refused capture puts the committed stock back. On a definite failure the completed
 //! steps are compensated (void the authorization, release the reservation) and the order ends
 //! `failed` with the reason. On an unknown outcome (a service unreachable mid-call) the saga
 //! stops where it is; every step is idempotent (reservation id and payment idempotency keys are
@@ -250,6 +251,26 @@ impl Saga<'_> {
 
     async fn capture(&self, stored: &Stored) -> Result<Step, String> {
         let order = &stored.order;
+        // Stock first: once money is captured there must be stock for it. Committing is
+        // idempotent, and a refused capture puts committed stock back (`release` → return).
+        match self.inventory(stored, "commit").await {
+            Ok(()) => {}
+            Err(InventoryError::Refused(409, why)) => {
+                // The hold lapsed before payment (it expired and was released): nothing is left
+                // to sell, so the authorization is undone and the order fails.
+                self.void(stored).await?;
+                return self
+                    .append(
+                        stored,
+                        Event::Failed {
+                            reason: format!("The stock hold ended before payment: {why}"),
+                            code: "reservation_expired".into(),
+                        },
+                    )
+                    .map(|s| Step::Next(Box::new(s)));
+            }
+            Err(e) => return Ok(Step::Stall(e.to_string())),
+        }
         let payment_id = order.payment_id.clone().unwrap_or_default();
         let key = format!("capture-{}", order.id);
         let mut headers = self.user_headers(stored);
@@ -267,7 +288,6 @@ impl Saga<'_> {
         };
         match answer.status {
             200 | 201 => {
-                self.inventory(stored, "commit").await?;
                 let amount: Money =
                     serde_json::from_value(answer.body["captured"].clone()).unwrap_or(order.total);
                 self.append(stored, Event::Paid { payment_id, amount })
@@ -297,7 +317,6 @@ impl Saga<'_> {
                 };
                 match current["status"].as_str().unwrap_or("") {
                     "captured" | "partially_refunded" | "refunded" => {
-                        self.inventory(stored, "commit").await?;
                         let amount: Money = serde_json::from_value(current["captured"].clone())
                             .unwrap_or(order.total);
                         return self
@@ -337,10 +356,16 @@ impl Saga<'_> {
     /// `stock_reserved`: a crash between inventory's answer and that append leaves a hold the
     /// order does not know about, and only releasing by the derived id frees it before its
     /// TTL. "No such reservation" is then the expected answer.
+    /// Stock the capture step already committed (it takes stock before money) goes back on the
+    /// shelf instead.
     pub async fn release(&self, stored: &Stored) -> Result<(), String> {
         match self.inventory(stored, "release").await {
             Ok(()) => Ok(()),
             Err(InventoryError::Refused(404, _)) if stored.order.reservation_id.is_none() => Ok(()),
+            Err(InventoryError::Refused(409, _)) => self
+                .inventory(stored, "return")
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     }
