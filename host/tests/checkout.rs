@@ -478,6 +478,21 @@ async fn the_whole_journey_and_its_failure_paths() {
         )
         .await;
     assert_eq!(status, 422);
+    let (status, problem, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some("bad-2"),
+            Some(json!({"items": [{"product_id": product, "quantity": 600},
+                                    {"product_id": product, "quantity": 600}],
+                          "shipping_address": address(), "payment_method": card})),
+        )
+        .await;
+    assert_eq!(
+        status, 422,
+        "two lines of one product count together: {problem}"
+    );
     let (status, _, _) = shop
         .call("POST", "/api/v1/orders", None, Some("anon"), Some(checkout))
         .await;

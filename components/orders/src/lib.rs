@@ -438,6 +438,13 @@ async fn create_order(
                     None => merged.push((item.product_id.clone(), item.quantity)),
                 }
             }
+            // The per-line cap applies to the product, however many lines name it.
+            if let Some((product, _)) = merged.iter().find(|(_, q)| *q > 999) {
+                return Err(Problem::unprocessable(vec![FieldError::new(
+                    "items",
+                    format!("at most 999 units of {product} per order"),
+                )]));
+            }
             merged
         }
         None => {
