@@ -18,7 +18,7 @@ pub mod saga;
 pub mod store;
 
 use bazaar_platform::body::{DEFAULT_JSON_LIMIT, parse_json};
-use bazaar_platform::idempotency::{self, Claim};
+use bazaar_platform::idempotency::{self, ClaimToken, Claimed};
 use bazaar_platform::page::{Page, decode_cursor, parse_limit};
 use bazaar_platform::{Ctx, Database, FieldError, Identity, Problem, Role, time};
 use serde::Deserialize;
@@ -282,8 +282,14 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
     let db = open_db()?;
     let scope = format!("{}:checkout", identity.user_id);
     let fingerprint = idempotency::fingerprint("POST", "/api/v1/orders", request.body());
-    match idempotency::claim(&db, &scope, &key, &fingerprint, IDEMPOTENCY_LOCK_MS)? {
-        Claim::Replay { status, body } => {
+    let token = match idempotency::claim_with_token(
+        &db,
+        &scope,
+        &key,
+        &fingerprint,
+        IDEMPOTENCY_LOCK_MS,
+    )? {
+        Claimed::Replay { status, body } => {
             let mut response = Response::builder()
                 .status(status)
                 .header(
@@ -300,14 +306,23 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
             response.set_header("idempotent-replayed", "true");
             return Ok(response);
         }
-        Claim::Proceed => {}
-    }
+        Claimed::New(token) | Claimed::TakeOver(token) => token,
+    };
+    let idem = Idem {
+        scope: &scope,
+        key: &key,
+        token: Some(token),
+    };
 
     let order_id = order_id_for(&identity.user_id, &key);
     // The saga row is written before the order's first event: a crash right after `created`
     // must leave a saga for the recovery job to find, not a `pending` order nothing resumes
     // (found by killing the runner mid-checkout, host/tests/checkout_resilience.rs).
     if !store::lease_saga(&db, &order_id, SAGA_LEASE_MS, Some((&scope, &key)))? {
+        // Another worker runs this saga (a slow first request, or the recovery job, which
+        // stores the answer when it finishes). Give the key back so a later retry is not
+        // refused as "in progress" for the whole lock TTL after this request is gone.
+        let _ = idempotency::release_claim(&db, &scope, &key, token);
         return Err(Problem::conflict(
             "This checkout is still in progress; retry later",
         ));
@@ -327,7 +342,7 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
             Err(problem) => {
                 // Nothing happened: let the client fix the input and reuse the key.
                 let _ = store::drop_saga(&db, &order_id);
-                let _ = idempotency::release(&db, &scope, &key);
+                let _ = idempotency::release_claim(&db, &scope, &key, token);
                 return Err(problem);
             }
         },
@@ -337,12 +352,22 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
         request_id: &ctx.request_id,
     };
     let outcome = saga.run(stored).await;
-    let response = finish_checkout(ctx, &db, &order_id, outcome, Some((&scope, &key)))?;
+    let response = finish_checkout(ctx, &db, &order_id, outcome, Some(idem))?;
     publish(ctx, &db);
     if response.0 == 201 && input.items.is_none() {
         clear_cart(ctx, &identity, &order_id, &db).await;
     }
     Ok(response.1)
+}
+
+/// The checkout's idempotency record a saga's end answers.
+#[derive(Clone, Copy)]
+struct Idem<'a> {
+    scope: &'a str,
+    key: &'a str,
+    /// The claim of the request that runs the saga; `None` for the recovery job, which answers
+    /// on behalf of a request that died (and never replaces an answer already stored).
+    token: Option<ClaimToken>,
 }
 
 /// Records a saga's end: the saga row, the idempotency answer and the HTTP response.
@@ -351,7 +376,7 @@ fn finish_checkout(
     db: &Database,
     order_id: &str,
     outcome: Outcome,
-    idem: Option<(&str, &str)>,
+    idem: Option<Idem<'_>>,
 ) -> Result<(u16, Response), Problem> {
     let (status, body) = match outcome {
         Outcome::Paid(stored) => (201, render(&stored)),
@@ -399,8 +424,25 @@ fn finish_checkout(
         }
     };
     let text = body.to_string();
-    if let Some((scope, key)) = idem {
-        idempotency::complete(db, scope, key, status, &text)?;
+    match idem {
+        Some(Idem {
+            scope,
+            key,
+            token: Some(token),
+        }) if !idempotency::complete_claim(db, scope, key, token, status, &text)? => {
+            // A retry took the key over while this request was slow: its answer stands.
+            ctx.log.warn(
+                "idempotency claim taken over; the newer attempt's answer stands",
+                &[("order_id", order_id.into())],
+            );
+        }
+        Some(Idem { token: Some(_), .. }) => {}
+        Some(Idem {
+            scope,
+            key,
+            token: None,
+        }) => idempotency::complete(db, scope, key, status, &text)?,
+        None => {}
     }
     store::finish_saga(db, order_id)?;
     let response = Response::builder()
@@ -548,24 +590,39 @@ async fn cancel(ctx: &Ctx, request: &Request, id: &str) -> Result<Response, Prob
         None => None,
     };
     let scope = format!("{}:cancel:{id}", identity.user_id);
+    let mut claim = None;
     if let Some(key) = &key {
         let fingerprint = idempotency::fingerprint("POST", request.path(), request.body());
-        if let Claim::Replay { status, body } =
-            idempotency::claim(&db, &scope, key, &fingerprint, IDEMPOTENCY_LOCK_MS)?
-        {
-            return Ok(Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .header("idempotent-replayed", "true")
-                .body(body)
-                .build());
+        match idempotency::claim_with_token(&db, &scope, key, &fingerprint, IDEMPOTENCY_LOCK_MS)? {
+            Claimed::Replay { status, body } => {
+                return Ok(Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .header("idempotent-replayed", "true")
+                    .body(body)
+                    .build());
+            }
+            Claimed::New(token) | Claimed::TakeOver(token) => claim = Some((key, token)),
         }
     }
     let result = cancel_order(ctx, &db, stored).await;
-    if let Some(key) = &key {
+    if let Some((key, token)) = claim {
+        // Token-checked: after a takeover this (slow) request neither overwrites nor drops the
+        // newer attempt's record.
         match &result {
-            Ok(next) => idempotency::complete(&db, &scope, key, 200, &render(next).to_string())?,
-            Err(_) => idempotency::release(&db, &scope, key)?,
+            Ok(next) => {
+                idempotency::complete_claim(
+                    &db,
+                    &scope,
+                    key,
+                    token,
+                    200,
+                    &render(next).to_string(),
+                )?;
+            }
+            Err(_) => {
+                idempotency::release_claim(&db, &scope, key, token)?;
+            }
         }
     }
     let next = result?;
@@ -731,7 +788,11 @@ async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
             &db,
             &order_id,
             outcome,
-            idem.as_ref().map(|(s, k)| (s.as_str(), k.as_str())),
+            idem.as_ref().map(|(scope, key)| Idem {
+                scope,
+                key,
+                token: None,
+            }),
         )?;
         report.push(json!({"order_id": order_id, "outcome": label}));
     }

@@ -13,8 +13,8 @@ use bazaar_platform::Database;
 use serde_json::{Value, json};
 use spin_sdk::http::Method;
 
-use crate::clients::{self, INVENTORY, PAYMENTS, Unreachable, as_user, call};
-use crate::domain::{Event, Money, Status};
+use crate::clients::{self, Answer, INVENTORY, PAYMENTS, Unreachable, as_user, call};
+use crate::domain::{Event, Money, Order, Status};
 use crate::store::{self, StoreError, Stored};
 
 /// How a saga run ended.
@@ -153,13 +153,16 @@ impl Saga<'_> {
         }
     }
 
-    async fn authorize(&self, stored: &Stored) -> Result<Step, String> {
+    /// Sends the authorize call under the order's key `checkout-<order>`. The body is derived
+    /// from the order alone, so every resend is the same request and the payment service
+    /// replays its first answer (or runs it, if it never ran).
+    async fn send_authorize(&self, stored: &Stored) -> Result<Answer, Unreachable> {
         let order = &stored.order;
         let key = format!("checkout-{}", order.id);
         let mut headers = self.user_headers(stored);
         headers.push(("idempotency-key", &key));
         let country = order.shipping_address["country"].as_str().unwrap_or("");
-        let answer = match call(
+        call(
             Method::Post,
             &format!("{PAYMENTS}/api/v1/payments"),
             Some(&json!({
@@ -171,27 +174,23 @@ impl Saga<'_> {
             &headers,
         )
         .await
-        {
+    }
+
+    async fn authorize(&self, stored: &Stored) -> Result<Step, String> {
+        let answer = match self.send_authorize(stored).await {
             Ok(a) => a,
             Err(Unreachable(why)) => return Ok(Step::Stall(why)),
         };
-        match answer.status {
-            200 | 201 => {
-                let Some(payment_id) = answer.body["id"].as_str().map(str::to_owned) else {
-                    return Ok(Step::Stall("payment answer without id".into()));
-                };
-                let mut status = answer.body["status"].as_str().unwrap_or("").to_owned();
+        match classify_authorize(answer.status, &answer.body) {
+            Authorization::Payment {
+                id: payment_id,
+                status,
+            } => {
+                let mut status = status;
                 if status == "requires_authorization" {
                     // The stored first answer may be stale: ask for the current state.
-                    if let Ok(fresh) = call(
-                        Method::Get,
-                        &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
-                        None,
-                        &self.user_headers(stored),
-                    )
-                    .await
-                    {
-                        status = fresh.body["status"].as_str().unwrap_or("").to_owned();
+                    if let Some(fresh) = self.payment_status_of(stored, &payment_id).await {
+                        status = fresh;
                     }
                 }
                 match status.as_str() {
@@ -214,24 +213,19 @@ impl Saga<'_> {
                     }
                 }
             }
-            422 | 402 | 403 => {
+            Authorization::Declined { reason } => {
                 // Declined or blocked: release the stock, fail the order, say why.
                 self.release(stored).await?;
-                let code = answer.body["decline_code"].as_str().unwrap_or("declined");
-                let detail = answer.body["detail"]
-                    .as_str()
-                    .unwrap_or("The payment was declined");
                 self.append(
                     stored,
                     Event::Failed {
-                        reason: format!("{detail} ({code})"),
+                        reason,
                         code: "payment_declined".into(),
                     },
                 )
                 .map(|s| Step::Next(Box::new(s)))
             }
-            502 => {
-                // The provider failed and nothing was charged (payment API contract).
+            Authorization::ProviderFailed => {
                 self.release(stored).await?;
                 self.append(
                     stored,
@@ -242,10 +236,7 @@ impl Saga<'_> {
                 )
                 .map(|s| Step::Next(Box::new(s)))
             }
-            status => Ok(Step::Stall(format!(
-                "payments answered {status}: {}",
-                answer.body
-            ))),
+            Authorization::Unknown(why) => Ok(Step::Stall(why)),
         }
     }
 
@@ -390,9 +381,36 @@ impl Saga<'_> {
         }
     }
 
-    /// Voids the order's authorization (idempotent at the payment host).
+    /// The payment compensation must undo: the one the stream recorded or, when the stream
+    /// stops where the authorize call may have run without its answer being recorded (a crash
+    /// between the payment service's answer and the `payment_authorized` append), whatever
+    /// that call created. The call is sent again under the same key: the payment service
+    /// replays its stored answer, or authorizes now if the first attempt never reached it —
+    /// either way the id that comes back is the one to void. `Err` when that cannot be known
+    /// yet (the payment service did not answer, or is still running the first attempt):
+    /// compensation must then wait rather than forget an authorization.
+    async fn payment_to_undo(&self, stored: &Stored) -> Result<Option<String>, String> {
+        if let Some(id) = &stored.order.payment_id {
+            return Ok(Some(id.clone()));
+        }
+        if !authorize_may_have_run(&stored.order) {
+            return Ok(None);
+        }
+        let answer = self.send_authorize(stored).await.map_err(|e| e.0)?;
+        match classify_authorize(answer.status, &answer.body) {
+            Authorization::Payment { id, .. } => Ok(Some(id)),
+            // Nothing was authorized (the payment, if any, ended failed).
+            Authorization::Declined { .. } | Authorization::ProviderFailed => Ok(None),
+            Authorization::Unknown(why) => Err(format!(
+                "cannot tell whether the checkout authorized a payment: {why}"
+            )),
+        }
+    }
+
+    /// Voids the order's authorization, including one the stream never recorded (see
+    /// [`Saga::payment_to_undo`]). Idempotent at the payment host.
     pub async fn void(&self, stored: &Stored) -> Result<(), String> {
-        let Some(payment_id) = &stored.order.payment_id else {
+        let Some(payment_id) = self.payment_to_undo(stored).await? else {
             return Ok(());
         };
         let key = format!("void-{}", stored.order.id);
@@ -410,7 +428,7 @@ impl Saga<'_> {
             200 => Ok(()),
             // Refused: fine if the payment already ended without money taken (voided, lapsed,
             // failed). The 409 body is a problem, so ask for the payment itself.
-            409 => match self.payment_status(stored).await.as_deref() {
+            409 => match self.payment_status_of(stored, &payment_id).await.as_deref() {
                 Some("voided" | "failed") => Ok(()),
                 other => Err(format!("void refused; the payment is {other:?}")),
             },
@@ -418,9 +436,14 @@ impl Saga<'_> {
         }
     }
 
-    /// The payment's current status at the payment host, if it can be read.
+    /// The recorded payment's current status at the payment host, if it can be read.
     pub async fn payment_status(&self, stored: &Stored) -> Option<String> {
         let payment_id = stored.order.payment_id.as_ref()?;
+        self.payment_status_of(stored, payment_id).await
+    }
+
+    /// The status of payment `payment_id` (read as the order's customer), if it can be read.
+    async fn payment_status_of(&self, stored: &Stored, payment_id: &str) -> Option<String> {
         let answer = call(
             Method::Get,
             &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
@@ -483,4 +506,165 @@ impl From<InventoryError> for String {
 pub enum Step {
     Next(Box<Stored>),
     Stall(String),
+}
+
+/// What an answer of `POST /api/v1/payments` (authorize) means for the saga.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authorization {
+    /// The payment exists, in `status` as the answer gave it (`authorized`,
+    /// `requires_authorization`, …).
+    Payment { id: String, status: String },
+    /// Declined or blocked (fraud screening, forbidden): nothing was authorized.
+    Declined { reason: String },
+    /// The provider failed and nothing was charged (the payment API's 502).
+    ProviderFailed,
+    /// Nobody can tell yet: 503 (the payment host or the provider is unavailable, so the
+    /// authorization may or may not exist), 409 (the first attempt under the key is still in
+    /// flight), an answer without a payment id, anything unexpected. Only a retry under the same
+    /// key settles it.
+    Unknown(String),
+}
+
+/// Reads an authorize answer (pure, unit-tested).
+pub fn classify_authorize(status: u16, body: &Value) -> Authorization {
+    match status {
+        200 | 201 => match body["id"].as_str() {
+            Some(id) => Authorization::Payment {
+                id: id.to_owned(),
+                status: body["status"].as_str().unwrap_or("").to_owned(),
+            },
+            None => Authorization::Unknown("payment answer without id".into()),
+        },
+        422 | 402 | 403 => {
+            let code = body["decline_code"].as_str().unwrap_or("declined");
+            let detail = body["detail"]
+                .as_str()
+                .unwrap_or("The payment was declined");
+            Authorization::Declined {
+                reason: format!("{detail} ({code})"),
+            }
+        }
+        502 => Authorization::ProviderFailed,
+        status => Authorization::Unknown(format!("payments answered {status}: {body}")),
+    }
+}
+
+/// Whether the authorize step may have run without the stream recording its answer: the saga
+/// authorizes right after `stock_reserved` is recorded and records `payment_authorized` (or
+/// fails the order) right after the answer, so a `pending` order holding stock but no payment
+/// is the one state where an authorization can exist unrecorded.
+pub fn authorize_may_have_run(order: &Order) -> bool {
+    order.status == Status::Pending && order.reservation_id.is_some() && order.payment_id.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Item, String3};
+
+    fn pending() -> Order {
+        let eur = String3::try_from("EUR".to_owned()).unwrap();
+        let money = Money {
+            amount: 500,
+            currency: eur,
+        };
+        Order::start(
+            "ord_1",
+            &Event::Created {
+                user_id: "usr_1".into(),
+                items: vec![Item {
+                    product_id: "prd_1".into(),
+                    quantity: 1,
+                    unit_price: money,
+                    line_total: money,
+                }],
+                total: money,
+                shipping_address: json!({"country": "GB"}),
+                payment_method: "pm_1".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unavailable_payment_service_is_an_unknown_outcome_not_a_failure() {
+        // 503 (provider or payment host unavailable, with Retry-After) pauses the saga: the
+        // authorization may exist, so the order must neither fail nor release its stock.
+        let unavailable = json!({"status": 503, "title": "Service Unavailable",
+                                 "detail": "the provider is unavailable; retry"});
+        assert!(matches!(
+            classify_authorize(503, &unavailable),
+            Authorization::Unknown(_)
+        ));
+        // Still in flight under the key, or no id to go on: unknown too.
+        assert!(matches!(
+            classify_authorize(409, &json!({})),
+            Authorization::Unknown(_)
+        ));
+        assert!(matches!(
+            classify_authorize(201, &json!({"status": "authorized"})),
+            Authorization::Unknown(_)
+        ));
+        assert!(matches!(
+            classify_authorize(500, &Value::Null),
+            Authorization::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn definite_answers_are_read_as_such() {
+        assert_eq!(
+            classify_authorize(201, &json!({"id": "pay_1", "status": "authorized"})),
+            Authorization::Payment {
+                id: "pay_1".into(),
+                status: "authorized".into()
+            }
+        );
+        assert_eq!(
+            classify_authorize(
+                422,
+                &json!({"decline_code": "generic_decline", "detail": "Declined"})
+            ),
+            Authorization::Declined {
+                reason: "Declined (generic_decline)".into()
+            }
+        );
+        assert_eq!(
+            classify_authorize(502, &json!({"payment_id": "pay_2"})),
+            Authorization::ProviderFailed
+        );
+    }
+
+    #[test]
+    fn only_a_pending_order_holding_stock_without_a_payment_can_hide_an_authorization() {
+        let mut order = pending();
+        // Before reserving, the authorize call has not been made.
+        assert!(!authorize_may_have_run(&order));
+        order
+            .apply(&Event::StockReserved {
+                reservation_id: "res_1".into(),
+            })
+            .unwrap();
+        assert!(authorize_may_have_run(&order));
+        let mut failed = order.clone();
+        failed
+            .apply(&Event::Failed {
+                reason: "declined".into(),
+                code: "payment_declined".into(),
+            })
+            .unwrap();
+        assert!(
+            !authorize_may_have_run(&failed),
+            "a failed order recorded the authorize answer"
+        );
+        order
+            .apply(&Event::PaymentAuthorized {
+                payment_id: "pay_1".into(),
+            })
+            .unwrap();
+        assert!(
+            !authorize_may_have_run(&order),
+            "a recorded payment is voided by its id"
+        );
+    }
 }

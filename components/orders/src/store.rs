@@ -57,6 +57,8 @@ CREATE INDEX sagas_open ON sagas (done, lease_until);",
         "sagas remember a requested cancellation",
         "ALTER TABLE sagas ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;",
     ),
+    // Catch-up positions in commit order (a concurrent commit can no longer be skipped).
+    outbox::migration_v2(5),
 ];
 
 #[derive(Debug)]

@@ -72,7 +72,8 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The outcome of claiming a key.
+/// The outcome of claiming a key with [`claim`] (no holder check on [`complete`]/[`release`];
+/// new code should prefer [`claim_with_token`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
     /// First use (or a takeover of a crashed attempt): run the request, then [`complete`] or
@@ -109,6 +110,25 @@ fn decide(
     }
 }
 
+/// Proof that the caller holds a claim: the claim's time, which identifies one holder of a key.
+/// A takeover always moves it forward, so a first holder that was only slow (not dead) no
+/// longer matches once a retry has taken its claim over, and [`complete_claim`] /
+/// [`release_claim`] refuse to act for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken(i64);
+
+/// The outcome of [`claim_with_token`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// First use of the key: run the request, then [`complete_claim`] or [`release_claim`].
+    New(ClaimToken),
+    /// The first attempt stayed in flight longer than the lock TTL and is presumed dead; this
+    /// request holds the key now (same follow-up as [`Claimed::New`]).
+    TakeOver(ClaimToken),
+    /// Already answered: send this back unchanged.
+    Replay { status: u16, body: String },
+}
+
 /// Claims `key` in `scope` for a request with `fingerprint`. Run it outside the transaction of
 /// the effect (the claim must be visible to concurrent duplicates at once).
 pub fn claim(
@@ -118,6 +138,23 @@ pub fn claim(
     fingerprint: &str,
     lock_ttl_ms: i64,
 ) -> Result<Claim, Problem> {
+    Ok(
+        match claim_with_token(db, scope, key, fingerprint, lock_ttl_ms)? {
+            Claimed::New(_) | Claimed::TakeOver(_) => Claim::Proceed,
+            Claimed::Replay { status, body } => Claim::Replay { status, body },
+        },
+    )
+}
+
+/// [`claim`], returning the [`ClaimToken`] that [`complete_claim`] and [`release_claim`] check,
+/// so a holder whose claim was taken over cannot overwrite or drop the new holder's record.
+pub fn claim_with_token(
+    db: &Database,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    lock_ttl_ms: i64,
+) -> Result<Claimed, Problem> {
     let now = crate::time::now_millis();
     let inserted = db.execute(
         "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, state, created_at, claimed_at) \
@@ -131,7 +168,7 @@ pub fn claim(
         ],
     )?;
     if inserted == 1 {
-        return Ok(Claim::Proceed);
+        return Ok(Claimed::New(ClaimToken(now)));
     }
     let Some(row) = db.query_opt(
         "SELECT fingerprint, state, status, body, claimed_at FROM idempotency_keys \
@@ -151,19 +188,22 @@ pub fn claim(
         now,
         lock_ttl_ms,
     )? {
-        None => Ok(Claim::Replay {
+        None => Ok(Claimed::Replay {
             status: row.opt_i64("status")?.unwrap_or(200) as u16,
             body: row.opt_text("body")?.unwrap_or_default(),
         }),
         Some(()) => {
+            // The new claim time is the new holder's token: it must differ from the old one
+            // even if the lock TTL is zero, or the old holder would still match.
+            let token = takeover_time(claimed_at, now);
             // Compare-and-set on the old claim time: of several retries, one wins.
             let taken = db.execute(
                 "UPDATE idempotency_keys SET claimed_at = ? \
                  WHERE scope = ? AND idem_key = ? AND state = 'in_flight' AND claimed_at = ?",
-                &[now.into(), scope.into(), key.into(), claimed_at.into()],
+                &[token.into(), scope.into(), key.into(), claimed_at.into()],
             )?;
             if taken == 1 {
-                Ok(Claim::Proceed)
+                Ok(Claimed::TakeOver(ClaimToken(token)))
             } else {
                 Err(Problem::conflict(
                     "A request with this Idempotency-Key is still in progress; retry later",
@@ -173,13 +213,18 @@ pub fn claim(
     }
 }
 
+/// The claim time a takeover writes: now, but always after the claim it replaces.
+fn takeover_time(old_claimed_at: i64, now: i64) -> i64 {
+    now.max(old_claimed_at + 1)
+}
+
 fn claim_once_more(
     db: &Database,
     scope: &str,
     key: &str,
     fingerprint: &str,
     now: i64,
-) -> Result<Claim, Problem> {
+) -> Result<Claimed, Problem> {
     let inserted = db.execute(
         "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, state, created_at, claimed_at) \
          VALUES (?, ?, ?, 'in_flight', ?, ?) ON CONFLICT (scope, idem_key) DO NOTHING",
@@ -192,7 +237,7 @@ fn claim_once_more(
         ],
     )?;
     if inserted == 1 {
-        Ok(Claim::Proceed)
+        Ok(Claimed::New(ClaimToken(now)))
     } else {
         Err(Problem::conflict(
             "A request with this Idempotency-Key is still in progress; retry later",
@@ -200,8 +245,11 @@ fn claim_once_more(
     }
 }
 
-/// Stores the final answer. Call it inside the transaction that commits the effect, so the
-/// effect and its replayable answer commit together.
+/// Stores the final answer, whoever holds the claim (e.g. a job finishing the work of a request
+/// that died). An answer already stored is never replaced: the first answer is the one every
+/// retry replays. Call it inside the transaction that commits the effect, so the effect and its
+/// replayable answer commit together. A request that claimed the key itself should use
+/// [`complete_claim`].
 pub fn complete(
     db: &Database,
     scope: &str,
@@ -211,7 +259,7 @@ pub fn complete(
 ) -> Result<(), DbError> {
     db.execute(
         "UPDATE idempotency_keys SET state = 'done', status = ?, body = ? \
-         WHERE scope = ? AND idem_key = ?",
+         WHERE scope = ? AND idem_key = ? AND state = 'in_flight'",
         &[
             i64::from(status).into(),
             body.into(),
@@ -222,14 +270,55 @@ pub fn complete(
     Ok(())
 }
 
+/// Stores the final answer if `token` still holds the claim; `false` when a retry took the
+/// claim over (or it was answered already) — the current holder's answer then stands.
+pub fn complete_claim(
+    db: &Database,
+    scope: &str,
+    key: &str,
+    token: ClaimToken,
+    status: u16,
+    body: &str,
+) -> Result<bool, DbError> {
+    let changed = db.execute(
+        "UPDATE idempotency_keys SET state = 'done', status = ?, body = ? \
+         WHERE scope = ? AND idem_key = ? AND state = 'in_flight' AND claimed_at = ?",
+        &[
+            i64::from(status).into(),
+            body.into(),
+            scope.into(),
+            key.into(),
+            token.0.into(),
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
 /// Forgets an in-flight claim whose request produced nothing worth replaying (a server error
-/// or a rejected input before any effect), so the client's retry runs afresh.
+/// or a rejected input before any effect), so the client's retry runs afresh. Drops whichever
+/// claim is in flight; a request that claimed the key itself should use [`release_claim`].
 pub fn release(db: &Database, scope: &str, key: &str) -> Result<(), DbError> {
     db.execute(
         "DELETE FROM idempotency_keys WHERE scope = ? AND idem_key = ? AND state = 'in_flight'",
         &[scope.into(), key.into()],
     )?;
     Ok(())
+}
+
+/// [`release`] only if `token` still holds the claim; `false` when a retry took it over (its
+/// claim must survive: that request is running).
+pub fn release_claim(
+    db: &Database,
+    scope: &str,
+    key: &str,
+    token: ClaimToken,
+) -> Result<bool, DbError> {
+    let changed = db.execute(
+        "DELETE FROM idempotency_keys \
+         WHERE scope = ? AND idem_key = ? AND state = 'in_flight' AND claimed_at = ?",
+        &[scope.into(), key.into(), token.0.into()],
+    )?;
+    Ok(changed == 1)
 }
 
 #[cfg(test)]
@@ -288,5 +377,18 @@ mod tests {
         );
         // A different request under a crashed key is still a mismatch, not a takeover.
         assert!(decide("f", "in_flight", 0, "g", 999_999, ttl).is_err());
+    }
+
+    #[test]
+    fn a_takeover_token_never_matches_the_claim_it_replaced() {
+        assert_eq!(takeover_time(1_000, 61_000), 61_000);
+        // A clock that did not move (or a zero TTL) still yields a new token.
+        assert_eq!(takeover_time(1_000, 1_000), 1_001);
+        assert_eq!(takeover_time(1_000, 900), 1_001);
+        assert_ne!(
+            ClaimToken(takeover_time(1_000, 1_000)),
+            ClaimToken(1_000),
+            "the slow first holder must not match the new holder"
+        );
     }
 }
