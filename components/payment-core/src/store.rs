@@ -8,7 +8,7 @@
 
 use bazaar_platform::db::{Database, DbError, Migration, Row, Value};
 use bazaar_platform::idempotency;
-use bazaar_platform::outbox::{self, EventEnvelope, NewEvent};
+use bazaar_platform::outbox::{self, NewEvent};
 use serde_json::json;
 
 use crate::domain::Status;
@@ -151,6 +151,8 @@ CREATE TABLE webhook_events (
         "outbox by aggregate",
         "CREATE INDEX outbox_aggregate ON outbox (aggregate_id, position);",
     ),
+    // Catch-up positions in commit order (see bazaar_platform::outbox).
+    outbox::migration_v2(5),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -685,18 +687,20 @@ pub fn record_webhook(
     Ok(inserted == 1)
 }
 
-/// One payment's events, oldest first, as enveloped on the `payments` channel.
-pub fn events_for(db: &Database, payment_id: &str) -> Result<Vec<EventEnvelope>, DbError> {
+/// One payment's events, oldest first, as enveloped on the `payments` channel. `position` is
+/// the event's catch-up position (`GET /internal/events?after=`), or `null` while the outbox has
+/// not numbered it yet (it does so in commit order when publishing or serving catch-up).
+pub fn events_for(db: &Database, payment_id: &str) -> Result<Vec<serde_json::Value>, DbError> {
     db.query(
-        "SELECT position, payload FROM outbox WHERE aggregate_id = ? ORDER BY position",
+        "SELECT seq, payload FROM outbox WHERE aggregate_id = ? ORDER BY position",
         &[payment_id.into()],
     )?
     .iter()
     .map(|row| {
         let mut value: serde_json::Value = serde_json::from_str(&row.text("payload")?)
             .map_err(|e| DbError::Decode(format!("outbox payload: {e}")))?;
-        value["position"] = row.i64("position")?.into();
-        serde_json::from_value(value).map_err(|e| DbError::Decode(format!("outbox payload: {e}")))
+        value["position"] = row.opt_i64("seq")?.into();
+        Ok(value)
     })
     .collect()
 }
