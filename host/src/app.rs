@@ -25,6 +25,7 @@ use crate::factors::redis::{self as redis_factor, RedisFactor, RedisInstance};
 use crate::factors::sqlite::{self, SqliteFactor, SqliteInstance};
 use crate::factors::variables::{self as variables_factor, VariablesInstance};
 use crate::factors::wasi::{self as wasi_factor, ComponentOutput, StreamKind, WasiTemplate};
+use crate::payments::core_host::{self, PaymentServices, PaymentsInstance};
 
 /// How to load an app: the `bazaar up` options that are not about serving.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +63,10 @@ pub struct App {
     pub blocked_networks: Arc<BlockedNetworks>,
     /// `[application.tool.bazaar] generated_secrets` this load generated or reused.
     pub generated_secrets: Vec<crate::secrets::GeneratedSecret>,
+    /// The payment host's `bazaar:payments/providers` and `vault`, linked for every component
+    /// of this app: set only for the payment host's own app (the payment core, see
+    /// [`App::load_payment_core`]). Without it a component importing them fails to load.
+    pub payment_services: Option<Arc<PaymentServices>>,
 }
 
 /// A component ready to instantiate, with everything its instances are allowed to use.
@@ -91,6 +96,8 @@ pub struct InstanceState {
     postgres: PostgresInstance,
     redis: RedisInstance,
     variables: VariablesInstance,
+    /// `Some` exactly when the app links the payment host's imports.
+    payments: Option<PaymentsInstance>,
     limits: StoreLimits,
 }
 
@@ -113,7 +120,7 @@ impl WasiHttpView for InstanceState {
     }
 }
 
-fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+fn build_linker(engine: &Engine, payments: bool) -> anyhow::Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -122,11 +129,35 @@ fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     postgres_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.postgres)?;
     redis_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.redis)?;
     variables_factor::add_to_linker(&mut linker, |s: &mut InstanceState| &mut s.variables)?;
+    if payments {
+        core_host::add_to_linker(&mut linker, |s: &mut InstanceState| {
+            // `new_store` fills the slot in every store of an app that links these imports.
+            s.payments
+                .as_mut()
+                .expect("payment services are set for every instance of the payment host's app")
+        })?;
+    }
     Ok(linker)
 }
 
 impl App {
     pub async fn load(options: &AppOptions) -> anyhow::Result<Self> {
+        Self::load_with(options, None).await
+    }
+
+    /// Loads the payment host's app (`payments/spin.toml`): like [`App::load`], with the
+    /// payment host's `bazaar:payments/providers` and `vault` imports linked.
+    pub async fn load_payment_core(
+        options: &AppOptions,
+        services: Arc<PaymentServices>,
+    ) -> anyhow::Result<Self> {
+        Self::load_with(options, Some(services)).await
+    }
+
+    async fn load_with(
+        options: &AppOptions,
+        payment_services: Option<Arc<PaymentServices>>,
+    ) -> anyhow::Result<Self> {
         let manifest = Manifest::load(&options.manifest)?;
         for warning in &manifest.warnings {
             tracing::warn!(manifest = %manifest.path.display(), "{warning}");
@@ -170,7 +201,7 @@ impl App {
             engine_options.max_instance_memory = runtime_config.max_instance_memory;
         }
         let engine = engine::build_engine(&engine_options)?;
-        let linker = build_linker(&engine)?;
+        let linker = build_linker(&engine, payment_services.is_some())?;
         let component_ids: Vec<String> = manifest.components.keys().cloned().collect();
 
         let mut components = BTreeMap::new();
@@ -273,6 +304,7 @@ impl App {
             components,
             blocked_networks,
             generated_secrets,
+            payment_services,
         })
     }
 
@@ -307,6 +339,10 @@ impl App {
                 self.blocked_networks.clone(),
             ),
             variables: VariablesInstance::new(component.variables.clone()),
+            payments: self
+                .payment_services
+                .clone()
+                .map(core_host::PaymentsInstance::new),
             limits: limits.build(),
         };
         let mut store = Store::new(&self.engine, state);

@@ -352,7 +352,7 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
 }
 
 /// Advances the engine epoch so guests yield periodically (see `App::new_store`).
-fn start_epoch_ticker(engine: &wasmtime::Engine) {
+pub(crate) fn start_epoch_ticker(engine: &wasmtime::Engine) {
     let engine = engine.weak();
     std::thread::Builder::new()
         .name("epoch-ticker".into())

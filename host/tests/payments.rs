@@ -37,9 +37,14 @@ fn free_port() -> u16 {
 
 struct PaymentHost {
     child: Child,
+    /// `bazaar payments simulate` run on its own, when the test restarts the payment host (the
+    /// simulator's provider payments live in its memory).
+    simulator: Option<Child>,
     base: String,
     sim: String,
     dir: tempfile::TempDir,
+    config: PathBuf,
+    variables: Vec<String>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -47,6 +52,10 @@ impl Drop for PaymentHost {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(sim) = &mut self.simulator {
+            let _ = sim.kill();
+            let _ = sim.wait();
+        }
     }
 }
 
@@ -61,6 +70,10 @@ struct Options {
     wallet: bool,
     /// Publish the outbox to this Redis.
     redis: Option<String>,
+    /// `--variable`s of the payment core's app.
+    variables: Vec<String>,
+    /// Run the simulator as a process of its own, so the payment host can be restarted.
+    separate_simulator: bool,
     fuel: u64,
     memory_bytes: usize,
 }
@@ -73,6 +86,8 @@ impl Default for Options {
             crypto: false,
             wallet: false,
             redis: None,
+            variables: Vec::new(),
+            separate_simulator: false,
             fuel: 2_000_000_000,
             memory_bytes: 32 << 20,
         }
@@ -82,26 +97,37 @@ impl Default for Options {
 fn start(options: Options) -> PaymentHost {
     let card = common::build_wasm("payment-card");
     let dir = tempfile::tempdir().unwrap();
+    // The core's manifest in `core/`, so its state (SQLite, logs) is `core/.spin/`.
+    common::core_manifest(&dir.path().join("core"));
     let sim_port = free_port();
     let host_port = free_port();
     let sim = format!("http://127.0.0.1:{sim_port}");
     let card_allowed = options.card_allowed.unwrap_or_else(|| sim.clone());
+    let simulator_table = if options.separate_simulator {
+        String::new()
+    } else {
+        format!(
+            r#"
+[simulator]
+listen = "127.0.0.1:{sim_port}"
+crypto_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/crypto"
+crypto_webhook_secret = "{WEBHOOK_SECRET}"
+"#
+        )
+    };
     let mut config = format!(
         r#"
 listen = "127.0.0.1:{host_port}"
-database = "sqlite:state/payments.db"
 vault_keys = "env:TEST_VAULT_KEYS"
+
+[core]
+manifest = "core/spin.toml"
 
 [limits]
 fuel = {fuel}
 memory_bytes = {memory}
 timeout_ms = 20000
-
-[simulator]
-listen = "127.0.0.1:{sim_port}"
-crypto_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/crypto"
-crypto_webhook_secret = "{WEBHOOK_SECRET}"
-
+{simulator_table}
 [providers.card]
 component = "{card}"
 allowed_outbound_hosts = ["{card_allowed}"]
@@ -126,14 +152,6 @@ forbidden_url = "http://127.0.0.1:9/steal"
 "#,
             hostile.display()
         ));
-    }
-    if let Some(redis) = &options.redis {
-        // Top-level keys must precede the tables: insert after the `vault_keys` line.
-        config = config.replacen(
-            "vault_keys = \"env:TEST_VAULT_KEYS\"\n",
-            &format!("vault_keys = \"env:TEST_VAULT_KEYS\"\nredis_address = \"{redis}\"\n"),
-            1,
-        );
     }
     if options.wallet {
         let wallet = common::build_wasm("payment-wallet");
@@ -169,24 +187,43 @@ webhook_secrets = "{WEBHOOK_SECRET}"
     }
     let path = dir.path().join("payments.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
-        .args(["payments", "serve", "-c"])
-        .arg(&path)
-        .env("TEST_VAULT_KEYS", VAULT_KEYS)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
+    let simulator = options
+        .separate_simulator
+        .then(|| spawn_simulator(sim_port, &lines));
+    let mut variables = options.variables;
+    // Without it the core publishes to its default, the local Redis (every test's events carry
+    // their own payment ids, so subscribers of other tests ignore them).
+    if let Some(redis) = options.redis {
+        variables.push(format!("redis_address={redis}"));
+    }
+    let (child, base) = spawn_host(&path, &variables, &lines);
+    PaymentHost {
+        child,
+        simulator,
+        base,
+        sim,
+        dir,
+        config: path,
+        variables,
+        lines,
+    }
+}
+
+/// Keeps every line `child` prints in `lines`; sends the first line starting with `ready` (the
+/// rest of it) through the returned channel.
+fn collect_output(
+    child: &mut Child,
+    lines: &Arc<Mutex<Vec<String>>>,
+    ready: &'static str,
+) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     let out = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("Payment host serving ") {
-                let _ = tx.send(addr.trim().to_string());
+            if let Some(rest) = line.strip_prefix(ready) {
+                let _ = tx.send(rest.trim().to_string());
             }
             out.lock().unwrap().push(line);
         }
@@ -198,8 +235,30 @@ webhook_secrets = "{WEBHOOK_SECRET}"
             err.lock().unwrap().push(line);
         }
     });
-    let base = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(base) => base,
+    rx
+}
+
+fn spawn_host(
+    config: &std::path::Path,
+    variables: &[String],
+    lines: &Arc<Mutex<Vec<String>>>,
+) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+    command.args(["payments", "serve", "-c"]).arg(config);
+    for variable in variables {
+        command.arg("--variable").arg(variable);
+    }
+    let mut child = command
+        .env("TEST_VAULT_KEYS", VAULT_KEYS)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = collect_output(&mut child, lines, "Payment host serving ");
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(base) => (child, base),
         Err(_) => {
             let _ = child.kill();
             panic!(
@@ -207,19 +266,48 @@ webhook_secrets = "{WEBHOOK_SECRET}"
                 lines.lock().unwrap().join("\n")
             );
         }
-    };
-    PaymentHost {
-        child,
-        base,
-        sim,
-        dir,
-        lines,
     }
 }
 
+fn spawn_simulator(port: u16, lines: &Arc<Mutex<Vec<String>>>) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .args(["payments", "simulate", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = collect_output(&mut child, lines, "Provider sandbox simulators");
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        panic!(
+            "simulator did not start:\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+    }
+    child
+}
+
 impl PaymentHost {
+    /// Every line the payment host (and its simulator) printed, and the payment core's log files.
     fn logs(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        format!(
+            "{}\n{}",
+            self.lines.lock().unwrap().join("\n"),
+            common::log_files(&self.dir.path().join("core/.spin"))
+        )
+    }
+
+    /// Stops the payment host (SIGKILL: nothing gets to flush) and starts it again on the same
+    /// configuration, state and port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base) = spawn_host(&self.config, &self.variables, &self.lines);
+        self.child = child;
+        self.base = base;
     }
 
     /// Waits (bounded) for a log line containing `needle`: lines reach us through a reader
@@ -235,8 +323,9 @@ impl PaymentHost {
         false
     }
 
+    /// The core's SQLite `default` database: `sqlite_db.db` in its state dir.
     fn db_path(&self) -> PathBuf {
-        self.dir.path().join("state/payments.db")
+        self.dir.path().join("core/.spin/sqlite_db.db")
     }
 
     async fn call(
@@ -1262,4 +1351,263 @@ async fn payment_events_reach_the_redis_payments_channel_through_the_outbox() {
     );
     assert!(outcome["id"].as_str().unwrap().starts_with("evt_"));
     assert!(!outcome.to_string().contains("4242424242424242"));
+}
+
+/// A fresh PostgreSQL database for one test, dropped at the end.
+struct PgDatabase {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin_url = std::env::var("BAZAAR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin_url}: {e}"));
+        tokio::spawn(connection);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("bazaar_payments_{}_{nanos}", std::process::id());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        let url = format!("{base}/{name}");
+        Self { admin, name, url }
+    }
+
+    async fn query_one(&self, sql: &str, id: &str) -> tokio_postgres::Row {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[&id]).await.unwrap()
+    }
+
+    async fn drop_database(self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn the_payment_core_runs_on_postgresql_and_its_state_survives_a_restart() {
+    let db = PgDatabase::create().await;
+    let mut host = start(Options {
+        variables: vec![format!("payments_database={}", db.url)],
+        separate_simulator: true,
+        ..Options::default()
+    });
+    let token = host.save_card("u-pg", "4242424242424242").await;
+    let (status, payment) = host.pay("u-pg", &token, 2500, "pg-1").await;
+    assert_eq!(status, 201, "{payment}");
+    assert_eq!(payment["status"], "authorized");
+    let id = payment["id"].as_str().unwrap().to_string();
+
+    host.restart();
+
+    // The payment, its idempotency record and the sealed card are in PostgreSQL, not in the
+    // process: the retry replays, the payment reads back, and the saved card pays again.
+    let (status, replay) = host.pay("u-pg", &token, 2500, "pg-1").await;
+    assert_eq!(status, 201, "{replay}");
+    assert_eq!(replay["id"], json!(id));
+    let (status, read) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-pg",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["status"], "authorized");
+    let (status, captured) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-pg",
+            "customer",
+            Some("pg-capture"),
+            Some(json!({"amount": 2000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!(captured["status"], "captured");
+    assert_eq!(captured["captured"]["amount"], 2000);
+    let (status, refunded) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin",
+            "admin",
+            Some("pg-refund"),
+            Some(json!({"amount": 500})),
+        )
+        .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["status"], "partially_refunded");
+    let (status, second) = host.pay("u-pg", &token, 700, "pg-2").await;
+    assert_eq!(
+        status, 201,
+        "the sealed card opens after a restart: {second}"
+    );
+
+    host.restart();
+    let (_, events) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}/events"),
+            "u-pg",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"))
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["payment.authorized", "payment.captured", "payment.refunded"]
+    );
+    let row = db
+        .query_one(
+            "SELECT status, captured, refunded FROM payments WHERE id = $1",
+            &id,
+        )
+        .await;
+    assert_eq!(row.get::<_, String>(0), "partially_refunded");
+    assert_eq!(
+        (row.get::<_, i64>(1), row.get::<_, i64>(2)),
+        (2000, 500),
+        "the row is in the PostgreSQL database"
+    );
+    assert!(
+        !host.db_path().exists(),
+        "nothing went to the SQLite default database"
+    );
+    host.assert_no_card_data();
+    drop(host);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_reachable_on_the_payment_hosts_port() {
+    let host = start(Options::default());
+    let client = common::client();
+    for (method, path) in [
+        ("POST", "/internal/admin/migrate"),
+        ("POST", "/internal/jobs/outbox"),
+        ("GET", "/internal/events?after=0"),
+    ] {
+        let resp = client
+            .request(method.parse().unwrap(), format!("{}{path}", host.base))
+            .header("x-bazaar-job", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+    }
+    // The public routes are served by the core, and it did run its migrations and jobs
+    // in-process (readiness answers 200 only with the schema current).
+    let (status, body) = host.call("GET", "/health/ready", "", "", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(host.log_shows("Migrated payment-core"));
+}
+
+/// "The core cannot reach the network": the manifest the payment host runs it from allows
+/// PostgreSQL and Redis only, and no http(s) origin, with any values of its variables.
+#[test]
+fn the_payment_core_is_allowed_no_http_egress() {
+    use bazaar_manifest::Manifest;
+    use bazaar_manifest::variables::VariableResolver;
+    use bazaar_routing::allowed_hosts::AllowedHosts;
+
+    let manifest = Manifest::load(&common::workspace_root().join("payments/spin.toml")).unwrap();
+    assert_eq!(
+        manifest.components.keys().collect::<Vec<_>>(),
+        ["payment-core"],
+        "one component"
+    );
+    let core = &manifest.components["payment-core"];
+    let variables = VariableResolver::new()
+        .resolve(&manifest.variables)
+        .unwrap();
+    let allowed: Vec<String> = core
+        .allowed_outbound_hosts
+        .iter()
+        .map(|t| variables.render(t).unwrap())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["postgres://127.0.0.1:5432", "redis://127.0.0.1:6379"]
+    );
+    let hosts = AllowedHosts::parse(&allowed, &[]).unwrap();
+    for url in [
+        "http://127.0.0.1:3101/v1/payment_intents",
+        "https://api.stripe.com/v1/payment_intents",
+        "http://127.0.0.1:5432/",
+        "http://127.0.0.1:6379/",
+        "http://payment-core.spin.internal/",
+    ] {
+        assert!(
+            !hosts.allows(&url::Url::parse(url).unwrap()),
+            "{url} must be denied"
+        );
+    }
+    // Templates are the only way a value gets in: neither names a scheme of its own but
+    // `postgres://`, and Redis is a `redis://` default.
+    for template in &core.allowed_outbound_hosts {
+        let raw = template.raw.as_str();
+        assert!(
+            raw == "postgres://{{ postgres_host }}" || raw == "{{ redis_address }}",
+            "unexpected allowed_outbound_hosts entry {raw}"
+        );
+    }
+}
+
+/// The core is a component of our `bazaar:payments/payment-core` world: its .wasm imports the
+/// host's providers and vault (and exports Spin's HTTP handler).
+#[test]
+fn the_payment_core_component_imports_the_hosts_providers_and_vault() {
+    let wasm = common::build_wasm("payment-core");
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, &wasm).unwrap();
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for interface in ["bazaar:payments/providers@", "bazaar:payments/vault@"] {
+        assert!(
+            imports.iter().any(|name| name.starts_with(interface)),
+            "{interface} missing from {imports:?}"
+        );
+    }
+    let exports: Vec<String> = ty
+        .exports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert!(
+        exports
+            .iter()
+            .any(|name| name.starts_with("wasi:http/incoming-handler@0.2")),
+        "{exports:?}"
+    );
 }

@@ -5,6 +5,7 @@
 //! the card number and CVC.
 
 mod common;
+mod payments_support;
 
 use bazaar_platform::auth::Role;
 use common::{client, free_port, shop_only, signing_keys_variable, token};
@@ -43,35 +44,22 @@ async fn call(
 }
 
 fn all_logs(dir: &std::path::Path, runner_output: &str) -> String {
-    let mut text = runner_output.to_string();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "txt" || e == "log") {
-                text.push_str(&String::from_utf8_lossy(
-                    &std::fs::read(&path).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    text
+    format!("{runner_output}\n{}", payments_support::log_files(dir))
 }
 
 #[tokio::test]
 async fn a_client_saves_a_card_pays_and_an_admin_refunds_through_the_gateway() {
     let card = common::build_wasm("payment-card");
+    // The payment core's app; its state dir (SQLite, component logs) is `<core_dir>/.spin`.
+    let core_dir = tempfile::tempdir().unwrap();
+    let core_manifest = payments_support::core_manifest(core_dir.path());
     let host_port = free_port();
     let sim_port = free_port();
     let payments_toml = format!(
         r#"
 listen = "127.0.0.1:{host_port}"
-database = "sqlite:.spin/payments.db"
+[core]
+manifest = "{core}"
 [simulator]
 listen = "127.0.0.1:{sim_port}"
 [providers.card]
@@ -81,7 +69,8 @@ allowed_outbound_hosts = ["http://127.0.0.1:{sim_port}"]
 api_base = "http://127.0.0.1:{sim_port}"
 api_key = "sk_test_bazaar"
 "#,
-        card.display()
+        card.display(),
+        core = core_manifest.display(),
     );
     let app = shop_only(&["gateway", "users", "payments"], "")
         .file("payments.toml", &payments_toml)
@@ -199,10 +188,18 @@ api_key = "sk_test_bazaar"
         app.stdout.lock().unwrap().join("\n"),
         app.stderr_text()
     );
-    let logs = all_logs(app.dir.path(), &output);
+    let logs = format!(
+        "{}\n{}",
+        all_logs(app.dir.path(), &output),
+        payments_support::log_files(core_dir.path())
+    );
     assert!(
         logs.contains("forwarded to the payment host"),
         "the component logged its calls"
+    );
+    assert!(
+        payments_support::log_files(core_dir.path()).contains('{'),
+        "the payment core wrote its log lines to its own state dir"
     );
     assert!(!logs.contains(PAN), "the card number appears in a log");
     assert!(

@@ -1,5 +1,8 @@
-//! The payment host's configuration file (`payments.toml`). Secret values may be written as
-//! `env:NAME` so they come from the environment instead of the file.
+//! The payment host's configuration file (`payments.toml`): where it listens, the vault keys,
+//! the payment core's manifest, the provider plugins and their limits, and the local sandbox.
+//! The core's own settings (database, Redis, internal token, fraud thresholds) are variables of
+//! its manifest (`payments/spin.toml`). Secret values may be written as `env:NAME` so they come
+//! from the environment instead of the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use super::fraud::FraudConfig;
 use super::plugins::{Limits, PluginSpec};
 
 #[derive(Debug, Deserialize)]
@@ -17,25 +19,25 @@ pub struct FileConfig {
     /// Where the payment API listens.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// `sqlite:<path>` (relative to the config file). PostgreSQL is not implemented yet.
-    #[serde(default = "default_database")]
-    pub database: String,
     /// `kid=base64url(32 bytes)` entries, comma-separated; the first encrypts. Usually
-    /// `env:BAZAAR_PAYMENTS_VAULT_KEYS`. When unset, a key is generated once into
-    /// `<state dir>/payments-vault-keys` (mode 0600) for local use.
+    /// `env:BAZAAR_PAYMENTS_VAULT_KEYS`. When unset, a key is generated once into the core
+    /// app's state dir (`<core manifest dir>/.spin/payments-vault-keys`, mode 0600) for local use.
     pub vault_keys: Option<String>,
-    /// Redis for the `payments` channel; events stay in the outbox until it answers.
-    pub redis_address: Option<String>,
-    /// A shared secret the Spin `payments` component must send as `x-bazaar-payments-token`.
-    pub internal_token: Option<String>,
+    pub core: CoreConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
-    #[serde(default)]
-    pub fraud: FraudConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Start the local sandbox simulators (stand-ins for the real provider APIs) in-process.
     pub simulator: Option<SimulatorConfig>,
+}
+
+/// The payment core component, run as a Spin app.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreConfig {
+    /// Its `spin.toml` (relative to the config file), e.g. `payments/spin.toml`.
+    pub manifest: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
@@ -86,18 +88,12 @@ fn default_listen() -> String {
     "127.0.0.1:3100".to_string()
 }
 
-fn default_database() -> String {
-    "sqlite:.spin/payments.db".to_string()
-}
-
 /// The resolved configuration.
 pub struct Resolved {
     pub listen: String,
-    pub database: PathBuf,
     pub vault_keys: Option<String>,
-    pub redis_address: Option<String>,
-    pub internal_token: Option<String>,
-    pub fraud: FraudConfig,
+    /// The core's `spin.toml`, resolved against the config file's directory.
+    pub core_manifest: PathBuf,
     pub plugins: Vec<PluginSpec>,
     pub simulator: Option<SimulatorConfig>,
     pub base_dir: PathBuf,
@@ -145,13 +141,6 @@ pub fn load(path: &Path, listen_override: Option<&str>) -> anyhow::Result<Resolv
     } else {
         base_dir
     };
-    let database = match file.database.strip_prefix("sqlite:") {
-        Some(p) => base_dir.join(p),
-        None => bail!(
-            "database `{}`: only `sqlite:<path>` is supported by this release of the payment host",
-            file.database
-        ),
-    };
     let mut plugins = Vec::new();
     for (name, provider) in file.providers {
         if name.is_empty()
@@ -187,26 +176,13 @@ pub fn load(path: &Path, listen_override: Option<&str>) -> anyhow::Result<Resolv
     }
     Ok(Resolved {
         listen: listen_override.map(str::to_string).unwrap_or(file.listen),
-        database,
+        core_manifest: base_dir.join(&file.core.manifest),
         vault_keys: file
             .vault_keys
             .as_deref()
             .map(resolve_value)
             .transpose()
             .context("vault_keys")?,
-        redis_address: file
-            .redis_address
-            .as_deref()
-            .map(resolve_value)
-            .transpose()
-            .context("redis_address")?,
-        internal_token: file
-            .internal_token
-            .as_deref()
-            .map(resolve_value)
-            .transpose()
-            .context("internal_token")?,
-        fraud: file.fraud,
         plugins,
         simulator,
         base_dir,

@@ -246,6 +246,11 @@ impl PluginHost {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// The longest wall-clock limit of any plugin: how long one provider call can take at most.
+    pub fn max_timeout(&self) -> Option<Duration> {
+        self.plugins.values().map(|p| p.limits.timeout).max()
+    }
 }
 
 /// The operations of the provider interface, for `Plugin::call`.
