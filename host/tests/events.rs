@@ -713,3 +713,214 @@ async fn events_the_shop_publishes_follow_the_wit() {
         assert_eq!(status, 422, "limit={limit}: {body}");
     }
 }
+
+/// A fresh PostgreSQL database for one test (dropped by [`PgDatabase::drop`]).
+struct PgDatabase {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create(label: &str) -> Self {
+        let admin_url = std::env::var("BAZAAR_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL must be reachable");
+        tokio::spawn(connection);
+        let name = format!(
+            "bazaar_evt_{label}_{}_{}",
+            std::process::id(),
+            bazaar_platform::ids::new_id()
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin_url.rsplit_once('/').unwrap().0.to_owned();
+        Self {
+            admin,
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn drop(self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await;
+    }
+}
+
+/// Writes an event into orders' outbox the way `outbox::append` does, on `db` (which may be
+/// inside a transaction the test keeps open).
+async fn insert_outbox_row(db: &tokio_postgres::Client, id: &str, channel: &str) {
+    let payload = json!({
+        "id": id, "type": "order.confirmed", "source": "orders", "aggregate_id": "ord_outbox_test",
+        "version": 4, "occurred_at": "2026-12-01T00:00:00.000Z", "request_id": null,
+        "data": {"order_id": "ord_outbox_test", "user_id": "usr_outbox_test",
+                 "event": {"type": "confirmed"}},
+    });
+    db.execute(
+        "INSERT INTO outbox (id, channel, event_type, aggregate_id, version, payload, created_at) \
+         VALUES ($1, $2, 'order.confirmed', 'ord_outbox_test', 4, $3, 0)",
+        &[&id, &channel, &payload.to_string()],
+    )
+    .await
+    .unwrap();
+}
+
+/// The orders service alone on a fresh PostgreSQL database, with its catch-up route and its
+/// outbox job exposed on public routes (they are private: the test plays the chained consumer
+/// and the scheduler).
+fn orders_on(database: &PgDatabase) -> common::Runner {
+    common::shop_only(
+        &["orders"],
+        "[[trigger.http]]\nroute = \"/internal/events\"\ncomponent = \"orders\"\n\
+         [[trigger.http]]\nroute = \"/internal/jobs/outbox\"\ncomponent = \"orders\"\n",
+    )
+    .arg("--variable")
+    .arg(&format!("orders_database={}", database.url))
+    .start()
+}
+
+async fn catch_up(app: &common::Runner, after: i64) -> Vec<(String, i64)> {
+    let (status, body) =
+        common::get_json(&app.url(&format!("/internal/events?after={after}&limit=100"))).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let envelope = decode_envelope(e, "orders");
+            (envelope.id, envelope.position)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn catch_up_never_passes_an_event_that_commits_late_on_postgres() {
+    let database = PgDatabase::create("late").await;
+    let app = orders_on(&database);
+    // A slow writer: its outbox row has taken a position but is not committed yet.
+    let slow = database.connect().await;
+    slow.batch_execute("BEGIN").await.unwrap();
+    insert_outbox_row(&slow, "evt_committed_late", "orders-outbox-test").await;
+    // A later writer commits first, with a higher insert position.
+    let fast = database.connect().await;
+    insert_outbox_row(&fast, "evt_committed_first", "orders-outbox-test").await;
+
+    let first = catch_up(&app, 0).await;
+    assert_eq!(
+        first.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["evt_committed_first"]
+    );
+    let cursor = first.last().unwrap().1;
+    slow.batch_execute("COMMIT").await.unwrap();
+    // A consumer resuming from its cursor must still get the event that committed late.
+    let next = catch_up(&app, cursor).await;
+    assert_eq!(
+        next.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["evt_committed_late"],
+        "the late commit was skipped (cursor {cursor})"
+    );
+    assert!(next[0].1 > cursor);
+    assert_eq!(catch_up(&app, next[0].1).await, vec![]);
+    drop(app);
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn a_row_another_publisher_holds_is_not_sent_twice_on_postgres() {
+    use futures::StreamExt;
+    let channel = format!("orders-outbox-test-{}", bazaar_platform::ids::new_id());
+    let redis = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut pubsub = redis
+        .get_async_pubsub()
+        .await
+        .expect("Redis must be reachable at 127.0.0.1:6379");
+    pubsub.subscribe(&channel).await.unwrap();
+    let database = PgDatabase::create("skip").await;
+    let app = orders_on(&database);
+    let writer = database.connect().await;
+    for id in ["evt_pub_1", "evt_pub_2", "evt_pub_3"] {
+        insert_outbox_row(&writer, id, &channel).await;
+    }
+    // Catch-up numbers the committed rows (a publisher would do the same first).
+    assert_eq!(catch_up(&app, 0).await.len(), 3);
+    // Another publisher is in the middle of sending evt_pub_2: it holds the row's lock.
+    let other = database.connect().await;
+    other.batch_execute("BEGIN").await.unwrap();
+    other
+        .execute(
+            "SELECT position FROM outbox WHERE id = 'evt_pub_2' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sweep_url = app.url("/internal/jobs/outbox");
+    let sweep = move || {
+        let url = sweep_url.clone();
+        tokio::spawn(async move {
+            let response = client().post(url).send().await.unwrap();
+            response.status().as_u16()
+        })
+    };
+    let mut messages = pubsub.on_message();
+    let mut next_id = async || {
+        let message = messages.next().await.unwrap();
+        let text: String = message.get_payload().unwrap();
+        if text == "end-of-test" {
+            return None;
+        }
+        let event: Value = serde_json::from_str(&text).unwrap();
+        Some(event["id"].as_str().unwrap().to_owned())
+    };
+    // While the other publisher holds evt_pub_2, a sweep sends the rest and not that one (a
+    // publisher that ignored the lock would send it, then wait for the lock to mark it sent).
+    let first = sweep();
+    let mut received = Vec::new();
+    while !(received.contains(&"evt_pub_1".to_owned())
+        && received.contains(&"evt_pub_3".to_owned()))
+    {
+        let id = next_id().await.unwrap();
+        assert_ne!(id, "evt_pub_2", "a row another publisher holds was sent");
+        received.push(id);
+    }
+    assert_eq!(first.await.unwrap(), 200);
+    // The other publisher finishes: it sent the row and marks it sent.
+    other
+        .batch_execute("UPDATE outbox SET published_at = 1 WHERE id = 'evt_pub_2'; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(sweep().await.unwrap(), 200);
+    // Everything the sweeps published is on the channel before this marker (one Redis orders
+    // the publishes it has accepted): nothing was sent twice.
+    let mut marker = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg("end-of-test")
+        .query_async(&mut marker)
+        .await
+        .unwrap();
+    while let Some(id) = next_id().await {
+        received.push(id);
+    }
+    assert_eq!(received, ["evt_pub_1", "evt_pub_3"]);
+    drop(app);
+    database.drop().await;
+}
