@@ -1514,6 +1514,17 @@ async fn the_payment_core_runs_on_postgresql_and_its_state_survives_a_restart() 
         )
         .unwrap();
     assert_eq!(tables, 0, "nothing went to the SQLite default database");
+    let clear = db
+        .query_one(
+            "SELECT count(*) FROM payment_methods WHERE row_to_json(payment_methods)::text LIKE '%' || $1 || '%'",
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(
+        clear.get::<_, i64>(0),
+        0,
+        "no card number in clear text in PostgreSQL"
+    );
     host.assert_no_card_data();
     drop(host);
     db.drop_database().await;

@@ -4,8 +4,8 @@
 //! gateway. Every log line (runner, components' log files, payment host) is then searched for
 //! the card number and CVC.
 
-mod common;
 mod payments_support;
+use payments_support::common;
 
 use bazaar_platform::auth::Role;
 use common::{client, free_port, shop_only, signing_keys_variable, token};
@@ -188,6 +188,15 @@ api_key = "sk_test_bazaar"
         app.stdout.lock().unwrap().join("\n"),
         app.stderr_text()
     );
+    // Without `vault_keys`, the key is generated once into the core app's state dir, owner-only.
+    let key_file = core_dir.path().join(".spin/payments-vault-keys");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", key_file.display()))
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
     let logs = format!(
         "{}\n{}",
         all_logs(app.dir.path(), &output),

@@ -4,8 +4,9 @@
 //! they use only these.
 #![allow(dead_code)]
 
+/// The shared harness, for payment tests that run the shop too (`payments_shop`).
 #[path = "../common/mod.rs"]
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 
