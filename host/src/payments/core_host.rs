@@ -317,3 +317,169 @@ pub fn add_to_linker<T: Send + 'static>(
     vault_wit::add_to_linker::<T, HasPayments>(linker, get)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugins::CardSource;
+    use providers::Host as _;
+    use vault_wit::Host as _;
+
+    fn instance() -> (PaymentsInstance, KeyRing) {
+        let entry = KeyRing::generate_entry("t1");
+        let services = PaymentServices::new(
+            PluginHost::load(Vec::new(), None).unwrap(),
+            KeyRing::parse(&entry).unwrap(),
+        );
+        (
+            PaymentsInstance::new(Arc::new(services)),
+            KeyRing::parse(&entry).unwrap(),
+        )
+    }
+
+    fn card_input(number: &str) -> vault_wit::CardInput {
+        vault_wit::CardInput {
+            number: Some(number.into()),
+            exp_month: Some(12),
+            exp_year: Some(2040),
+            cvc: Some("739".into()),
+            holder_name: Some(" Ada Lovelace ".into()),
+        }
+    }
+
+    fn request(token: &str) -> AuthorizeRequest {
+        AuthorizeRequest {
+            payment_id: "pay_1".into(),
+            amount: Money {
+                amount: 100,
+                currency: "EUR".into(),
+            },
+            source: PaymentSource::Card(CardSource {
+                token: token.into(),
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 12,
+                exp_year: 2040,
+                holder_name: "Ada".into(),
+            }),
+            description: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tokenized_card_carries_only_safe_fields_and_a_seal_bound_to_its_token() {
+        let (mut host, keys) = instance();
+        let card = host
+            .tokenize_card(card_input("4242 4242 4242 4242"))
+            .await
+            .unwrap_or_else(|_| panic!("valid card refused"));
+        assert_eq!(
+            (card.brand.as_str(), card.last4.as_str(), card.bin.as_str()),
+            ("visa", "4242", "424242")
+        );
+        assert_eq!((card.exp_month, card.exp_year), (12, 2040));
+        assert_eq!(card.holder_name, "Ada Lovelace");
+        assert_eq!(card.sealed.key_id, "t1");
+        assert!(card.token.starts_with("pm_"));
+        let opened = keys
+            .open(
+                &card.sealed.key_id,
+                &card.sealed.ciphertext,
+                card.token.as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(opened, b"4242424242424242");
+        assert!(
+            keys.open(&card.sealed.key_id, &card.sealed.ciphertext, b"pm_other")
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_cards_are_refused_field_by_field() {
+        let (mut host, _) = instance();
+        let errors = host
+            .tokenize_card(vault_wit::CardInput {
+                number: Some("4242424242424241".into()),
+                exp_month: Some(13),
+                exp_year: None,
+                cvc: Some("12".into()),
+                holder_name: None,
+            })
+            .await
+            .err()
+            .unwrap();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["number", "exp_month", "exp_year", "cvc", "name"]);
+    }
+
+    #[tokio::test]
+    async fn a_seal_that_does_not_open_is_refused_before_any_provider_is_called() {
+        let (mut host, _) = instance();
+        let card = host
+            .tokenize_card(card_input("4242424242424242"))
+            .await
+            .unwrap_or_else(|_| panic!("valid card refused"));
+        // The seal moved to another token: refused as unusable, not sent anywhere.
+        let moved = host
+            .authorize(
+                "card".into(),
+                request("pm_someone_else"),
+                Some(card.sealed.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (moved.kind, moved.code.as_str()),
+            (ErrorKind::InvalidRequest, "card_unavailable")
+        );
+        let missing = host
+            .authorize("card".into(), request(&card.token), None)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code, "card_unavailable");
+        // With an intact seal the call reaches routing: no `card` plugin is configured here.
+        let unknown = host
+            .authorize("card".into(), request(&card.token), Some(card.sealed))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (unknown.kind, unknown.code.as_str()),
+            (ErrorKind::InvalidRequest, "unknown_provider")
+        );
+    }
+
+    #[tokio::test]
+    async fn fingerprints_are_keyed_and_stable() {
+        let (mut first, _) = instance();
+        let (mut second, _) = instance();
+        let a = first.fingerprint("4242424242424242".into()).await;
+        assert_eq!(a, first.fingerprint("4242424242424242".into()).await);
+        assert_ne!(a, first.fingerprint("4000000000000002".into()).await);
+        assert_ne!(
+            a,
+            second.fingerprint("4242424242424242".into()).await,
+            "another vault key gives another digest"
+        );
+        assert!(!a.contains("4242424242424242"));
+    }
+
+    #[tokio::test]
+    async fn without_plugins_there_are_no_providers_and_no_deadline() {
+        let (mut host, _) = instance();
+        assert!(host.list_providers().await.is_empty());
+        assert_eq!(host.call_deadline_ms().await, 0);
+        let err = host
+            .capture(
+                "nope".into(),
+                "ref".into(),
+                Money {
+                    amount: 1,
+                    currency: "EUR".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "unknown_provider");
+    }
+}
