@@ -85,6 +85,8 @@ CREATE INDEX products_category ON products (category_id);
 CREATE INDEX products_vendor ON products (vendor_id);",
     },
     bazaar_platform::outbox::migration(2),
+    // Catch-up positions in commit order (see the outbox module docs).
+    bazaar_platform::outbox::migration_v2(3),
 ];
 
 /// The schema version this code needs.

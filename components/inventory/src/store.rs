@@ -54,6 +54,8 @@ CREATE TABLE reservation_lines (
 CREATE INDEX reservation_lines_by_product ON reservation_lines (product_id);",
     ),
     outbox::migration(2),
+    // Catch-up positions in commit order (see the outbox module docs).
+    outbox::migration_v2(3),
 ];
 
 /// Stock of one product as the API shows it.

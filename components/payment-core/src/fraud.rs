@@ -40,11 +40,12 @@ impl Default for FraudConfig {
             ("400000", "US"),
             ("410000", "US"),
             ("555555", "US"),
-            // Stripe's country test cards (4000 00<ISO numeric>…).
-            ("4000000760", "BR"),
-            ("4000002760", "DE"),
-            ("4000002500", "FR"),
-            ("4000008260", "GB"),
+            // Stripe's country test cards (4000 00<ISO numeric>…), by their 8-digit BINs: the
+            // vault hands the core no more than eight digits.
+            ("40000007", "BR"),
+            ("40000027", "DE"),
+            ("40000025", "FR"),
+            ("40000082", "GB"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -232,6 +233,16 @@ pub fn assess(signals: &Signals, config: &FraudConfig) -> Assessment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn country_test_cards_map_by_the_eight_digit_bin_the_vault_returns() {
+        let config = FraudConfig::default();
+        // Stripe's DE and GB test cards, as `vault.tokenize-card` reports their BINs.
+        assert_eq!(config.bin_country("40000027").as_deref(), Some("DE"));
+        assert_eq!(config.bin_country("40000082").as_deref(), Some("GB"));
+        assert_eq!(config.bin_country("42424242").as_deref(), Some("US"));
+        assert_eq!(config.bin_country("51051051"), None);
+    }
 
     #[test]
     fn a_normal_payment_is_allowed_without_reasons() {

@@ -2,7 +2,10 @@
 //! isolated payment host (`bazaar payments serve`, `payments/spin.toml`): payment records, the
 //! state machine, idempotency, provider routing and the fraud check. It reaches the providers
 //! and the card vault only through the host's imports (`bazaar:payments/providers`, `vault`):
-//! no vault key and no card number ever enters this component.
+//! no vault key ever enters this component, and a card number only passes through once, from
+//! the request body of `POST /api/v1/payments/methods` straight into `vault.tokenize-card`
+//! (never stored, logged or sent anywhere else); afterwards the core holds only the token, the
+//! sealed number it cannot open, brand, last4 and BIN.
 //!
 //! Routes:
 //! * `GET /health/live`, `GET /health/ready` (the database answers at this build's schema),

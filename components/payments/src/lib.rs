@@ -114,9 +114,11 @@ async fn handle(request: Request) -> Response {
             // 503, not 502: the payment host's own 502 means "the provider failed, nothing was
             // charged", while here the outcome is unknown (the host may have crashed mid-call),
             // so callers must retry with the same Idempotency-Key rather than give up.
-            ctx.problem(bazaar_platform::Problem::service_unavailable(
+            let mut response = ctx.problem(bazaar_platform::Problem::service_unavailable(
                 "the payment service is unavailable",
-            ))
+            ));
+            response.set_header("retry-after", "5");
+            response
         }
     }
 }

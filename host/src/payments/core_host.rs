@@ -375,7 +375,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("valid card refused"));
         assert_eq!(
             (card.brand.as_str(), card.last4.as_str(), card.bin.as_str()),
-            ("visa", "4242", "424242")
+            ("visa", "4242", "42424242")
         );
         assert_eq!((card.exp_month, card.exp_year), (12, 2040));
         assert_eq!(card.holder_name, "Ada Lovelace");

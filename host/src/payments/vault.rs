@@ -33,9 +33,12 @@ impl Pan {
         &self.0[self.0.len() - 4..]
     }
 
-    /// The first six digits (the issuer identification number), for BIN-country fraud checks.
+    /// The issuer identification number for BIN-country fraud checks: the first eight digits
+    /// of a 16-digit or longer number (8-digit BINs; PCI DSS allows showing them with the last
+    /// four for such numbers), else the first six.
     pub fn bin(&self) -> &str {
-        &self.0[..6]
+        let len = if self.0.len() >= 16 { 8 } else { 6 };
+        &self.0[..len]
     }
 
     pub fn brand(&self) -> Brand {
