@@ -9,11 +9,13 @@ use common::{
     Runner, build_wasm, client, free_port, shop, signing_keys_variable, token, workspace_root,
 };
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
-/// The repository's payments.toml on ports of this test's own, with the test-built plugins and
+/// The repository's payments.toml on ports of this test's own, with the test-built plugins, and
+/// its payment core app (payments/spin.toml) written into `core_dir` with the test-built core and
 /// fraud thresholds out of reach (these tests are about checkout, not fraud screening; many
 /// checkouts from one address and card would otherwise be blocked, as they should be).
-fn payments_config(host_port: u16) -> String {
+fn payments_config(host_port: u16, core_dir: &std::path::Path) -> String {
     let sim_port = free_port();
     let mut config = std::fs::read_to_string(workspace_root().join("payments.toml")).unwrap();
     config = config
@@ -28,33 +30,59 @@ fn payments_config(host_port: u16) -> String {
             config = config.replace(&release, &build_wasm(plugin).display().to_string());
         }
     }
-    let mut table: toml::Table = toml::from_str(&config).unwrap();
-    if let Some(toml::Value::Table(fraud)) = table.get_mut("fraud") {
-        fraud.insert("review_at".into(), toml::Value::Integer(100_000));
-        fraud.insert("block_at".into(), toml::Value::Integer(100_001));
+    let mut core = std::fs::read_to_string(workspace_root().join("payments/spin.toml")).unwrap();
+    const CORE_SOURCE: &str = "../target/wasm32-wasip2/release/payment_core.wasm";
+    assert!(
+        core.contains(CORE_SOURCE),
+        "payments/spin.toml names {CORE_SOURCE}"
+    );
+    core = core.replace(
+        CORE_SOURCE,
+        &build_wasm("payment-core").display().to_string(),
+    );
+    let mut core: toml::Table = toml::from_str(&core).unwrap();
+    for (variable, points) in [("fraud_review_at", "9999"), ("fraud_block_at", "10000")] {
+        core["variables"][variable]["default"] = toml::Value::String(points.into());
     }
+    let core_manifest = core_dir.join("spin.toml");
+    std::fs::write(&core_manifest, toml::to_string(&core).unwrap()).unwrap();
+    let mut table: toml::Table = toml::from_str(&config).unwrap();
+    table["core"]["manifest"] = toml::Value::String(core_manifest.display().to_string());
     toml::to_string(&table).unwrap()
 }
 
 struct Shop {
     app: Runner,
     admin: String,
+    /// The payment core's app directory (its state lives in `.spin` there).
+    _core_dir: tempfile::TempDir,
 }
 
 fn start() -> Shop {
     let port = free_port();
+    start_with_payments_at(port, port)
+}
+
+/// The shop with its payment host listening on `host_port` while the `payments` component
+/// calls `payment_host_url` on `url_port` (a [`Relay`] in between, or the host itself).
+fn start_with_payments_at(host_port: u16, url_port: u16) -> Shop {
+    let core_dir = tempfile::tempdir().unwrap();
     let app = shop("")
-        .file("payments.toml", &payments_config(port))
+        .file(
+            "payments.toml",
+            &payments_config(host_port, core_dir.path()),
+        )
         .arg("--variable")
         .arg(&signing_keys_variable())
         .arg("--variable")
-        .arg(&format!("payment_host_url=http://127.0.0.1:{port}"))
+        .arg(&format!("payment_host_url=http://127.0.0.1:{url_port}"))
         .arg("--variable")
         .arg("rate_limit_per_minute=100000")
         .start();
     Shop {
         app,
         admin: token("usr_admin", Role::Admin),
+        _core_dir: core_dir,
     }
 }
 
@@ -603,4 +631,160 @@ async fn concurrent_checkouts_never_oversell_and_one_key_charges_once() {
         .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(shop.stock(&product).await["on_hand"], 9);
+}
+
+/// A TCP relay in front of the payment host that the test can cut, standing for a payment host
+/// that crashed or cannot be reached: while down, new connections are closed at once and open
+/// ones are cut, so the `payments` component answers 503 (outcome unknown).
+struct Relay {
+    port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, watching) = watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*watching.borrow() {
+                    continue;
+                }
+                let mut cut = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_the_order_never_recorded_is_voided_when_it_is_cancelled() {
+    let host_port = free_port();
+    let relay = Relay::start(host_port).await;
+    let shop = start_with_payments_at(host_port, relay.port);
+    let product = shop.product("WINDOW-1", 800, 5).await;
+    let user = "usr_crash_window";
+    let customer = token(user, Role::Customer);
+    let card = shop.card(&customer, "4242424242424242").await;
+
+    // The order id is derived from the customer and the Idempotency-Key (orders' order_id_for),
+    // and the saga authorizes under `checkout-<order>` with a body derived from the order.
+    let key = "window-1";
+    let digest = bazaar_platform::idempotency::fingerprint("order", user, key.as_bytes());
+    let order_id = format!("ord_{}", &digest[..32]);
+    // What a checkout that died right after the payment service answered leaves behind: an
+    // authorization under the saga's key that the order's stream never recorded.
+    let (status, payment, _) = shop
+        .call(
+            "POST",
+            "/api/v1/payments",
+            Some(&customer),
+            Some(&format!("checkout-{order_id}")),
+            Some(
+                json!({"order_id": order_id, "amount": {"amount": 800, "currency": "EUR"},
+                        "payment_method": card, "shipping_country": "GB"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, payment["status"].as_str()),
+        (201, Some("authorized")),
+        "{payment}"
+    );
+    let payment_id = payment["id"].as_str().unwrap().to_owned();
+
+    // The payment host is unreachable during the checkout: stock is reserved, the authorize
+    // outcome is unknown, the saga pauses.
+    relay.set_up(false);
+    let (status, problem, _) = shop
+        .call(
+            "POST",
+            "/api/v1/orders",
+            Some(&customer),
+            Some(key),
+            Some(json!({"items": [{"product_id": product, "quantity": 1}],
+                        "shipping_address": address(), "payment_method": card})),
+        )
+        .await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["order_id"], order_id.as_str(), "{problem}");
+    let cancel = async || {
+        shop.call(
+            "POST",
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await
+    };
+    // Cancelling must not forget the authorization: while nobody can tell whether the checkout
+    // authorized a payment, the cancellation cannot complete (the recovery job may hold the
+    // saga for a moment: 409, ask again).
+    let mut answer = cancel().await;
+    for _ in 0..60 {
+        if answer.0 != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        answer = cancel().await;
+    }
+    assert_eq!(answer.0, 502, "{}", answer.1);
+
+    // Once the payment host answers, the cancellation completes (by the recovery job or a
+    // retry) and the authorization the stream never knew is voided.
+    relay.set_up(true);
+    let mut order = Value::Null;
+    for _ in 0..120 {
+        let (status, body, _) = shop
+            .call(
+                "GET",
+                &format!("/api/v1/orders/{order_id}"),
+                Some(&customer),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        order = body;
+        if order["status"] == "cancelled" {
+            break;
+        }
+        let _ = cancel().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(order["status"], "cancelled", "{order}");
+    let (status, payment, _) = shop
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{payment_id}"),
+            Some(&customer),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{payment}");
+    assert_eq!(payment["status"], "voided", "{payment}");
+    let stock = shop.stock(&product).await;
+    assert_eq!(
+        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(5), Some(0)),
+        "{stock}"
+    );
 }
