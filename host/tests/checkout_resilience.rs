@@ -89,10 +89,12 @@ fn card_network(port: u16, latency_ms: u64) -> Process {
     process
 }
 
-/// The repository's payments.toml on this test's ports, with the test-built plugins, without
-/// the in-process simulator (see [`card_network`]) and with fraud thresholds out of reach (many
-/// checkouts from one address would otherwise be blocked, as they should be).
-fn payments_config(host_port: u16, sim_port: u16) -> String {
+/// The repository's payments.toml on this test's ports, with the test-built plugins and without
+/// the in-process simulator (see [`card_network`]); its payment core app (payments/spin.toml) is
+/// written into `core_dir` with the test-built core and fraud thresholds at their maximum (many
+/// checkouts from one address would otherwise be blocked, as they should be). The core keeps its
+/// state in `core_dir/.spin`, which outlives a restart of the runner.
+fn payments_config(host_port: u16, sim_port: u16, core_dir: &std::path::Path) -> String {
     let mut config = std::fs::read_to_string(workspace_root().join("payments.toml")).unwrap();
     config = config
         .replace("127.0.0.1:3100", &format!("127.0.0.1:{host_port}"))
@@ -106,12 +108,25 @@ fn payments_config(host_port: u16, sim_port: u16) -> String {
             config = config.replace(&release, &build_wasm(plugin).display().to_string());
         }
     }
+    let mut core = std::fs::read_to_string(workspace_root().join("payments/spin.toml")).unwrap();
+    const CORE_SOURCE: &str = "../target/wasm32-wasip2/release/payment_core.wasm";
+    assert!(
+        core.contains(CORE_SOURCE),
+        "payments/spin.toml names {CORE_SOURCE}"
+    );
+    core = core.replace(
+        CORE_SOURCE,
+        &build_wasm("payment-core").display().to_string(),
+    );
+    let mut core: toml::Table = toml::from_str(&core).unwrap();
+    for (variable, points) in [("fraud_review_at", "9999"), ("fraud_block_at", "10000")] {
+        core["variables"][variable]["default"] = toml::Value::String(points.into());
+    }
+    let core_manifest = core_dir.join("spin.toml");
+    std::fs::write(&core_manifest, toml::to_string(&core).unwrap()).unwrap();
     let mut table: toml::Table = toml::from_str(&config).unwrap();
     table.remove("simulator");
-    if let Some(toml::Value::Table(fraud)) = table.get_mut("fraud") {
-        fraud.insert("review_at".into(), toml::Value::Integer(100_000));
-        fraud.insert("block_at".into(), toml::Value::Integer(100_001));
-    }
+    table["core"]["manifest"] = toml::Value::String(core_manifest.display().to_string());
     toml::to_string(&table).unwrap()
 }
 
@@ -175,6 +190,8 @@ struct Shop {
     builder: RunnerBuilder,
     admin: String,
     _card_network: Process,
+    /// The payment core's app directory: its SQLite store is `.spin/sqlite_db.db` there.
+    core_dir: tempfile::TempDir,
 }
 
 struct Options<'a> {
@@ -191,6 +208,7 @@ fn start(options: Options<'_>) -> Shop {
     let host_port = free_port();
     let sim_port = free_port();
     let card_network = card_network(sim_port, options.card_latency_ms);
+    let core_dir = tempfile::tempdir().unwrap();
     let mut manifest = shop_manifest(&format!("{TEST_ROUTES}\n{}", options.extra));
     if options.without_orders_outbox_job {
         let mut table: toml::Table = toml::from_str(&manifest).unwrap();
@@ -211,7 +229,10 @@ fn start(options: Options<'_>) -> Shop {
         std::fs::read_to_string(workspace_root().join("runtime-config.toml")).unwrap();
     let mut builder = runner(&manifest)
         .file("runtime-config.toml", &runtime_config)
-        .file("payments.toml", &payments_config(host_port, sim_port))
+        .file(
+            "payments.toml",
+            &payments_config(host_port, sim_port, core_dir.path()),
+        )
         .arg("--runtime-config-file")
         .arg("runtime-config.toml")
         .arg("--variable")
@@ -229,6 +250,7 @@ fn start(options: Options<'_>) -> Shop {
         builder,
         admin: token("usr_admin", Role::Admin),
         _card_network: card_network,
+        core_dir,
     }
 }
 
@@ -356,12 +378,12 @@ impl Shop {
     /// never finished. After a crash these never clear (see docs/checkout.md, Failure testing).
     fn payment_host_in_flight_keys(&self) -> BTreeSet<String> {
         let db = rusqlite::Connection::open_with_flags(
-            self.app.dir.path().join(".spin/payments.db"),
+            self.payment_core_db(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
         let mut statement = db
-            .prepare("SELECT key FROM idempotency WHERE status IS NULL")
+            .prepare("SELECT idem_key FROM idempotency_keys WHERE state = 'in_flight'")
             .unwrap();
         statement
             .query_map([], |r| r.get::<_, String>(0))
@@ -370,10 +392,15 @@ impl Shop {
             .collect()
     }
 
-    /// The payment host's own records (its SQLite store in the app directory): order id →
+    /// The payment core's SQLite store (`sqlite:default` of its app).
+    fn payment_core_db(&self) -> std::path::PathBuf {
+        self.core_dir.path().join(".spin/sqlite_db.db")
+    }
+
+    /// The payment host's own records (the payment core's SQLite store): order id →
     /// [(payment id, status, captured)].
     fn payments_by_order(&self) -> BTreeMap<String, Vec<(String, String, i64)>> {
-        let path = self.app.dir.path().join(".spin/payments.db");
+        let path = self.payment_core_db();
         let db = rusqlite::Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
