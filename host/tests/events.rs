@@ -156,7 +156,8 @@ fn decode_envelope(v: &Value, channel: &str) -> EventEnvelope {
         "orders" => ("order.", "orders"),
         "inventory" => ("inventory.", "inventory"),
         "products" => ("product.", "catalog"),
-        other => panic!("{other} is not an enveloped channel"),
+        "payments" => ("payment.", "payment-core"),
+        other => panic!("{other} is not a channel"),
     };
     assert_eq!(envelope.source, source, "{v}");
     let kind = envelope
@@ -170,6 +171,11 @@ fn decode_envelope(v: &Value, channel: &str) -> EventEnvelope {
             assert_eq!(order_event_name(&data.event), kind, "{v}");
         }
         "inventory" => decode_inventory(kind, data, &envelope.aggregate_id),
+        "payments" => {
+            let data = decode_payment_data(data);
+            assert_eq!(data.payment_id, envelope.aggregate_id, "{v}");
+            assert_eq!(data.type_, envelope.type_, "{v}");
+        }
         _ => decode_products(kind, data, &envelope.aggregate_id),
     }
     envelope
@@ -416,12 +422,11 @@ fn decode_products(kind: &str, v: &Value, aggregate: &str) {
     }
 }
 
-/// A `payments` channel message (flat, not enveloped).
-fn decode_payment_event(v: &Value) -> wit::payments::PaymentEvent {
+/// The `data` of a `payments` channel envelope.
+fn decode_payment_data(v: &Value) -> wit::payments::PaymentEventData {
     use wit::payments::*;
-    let mut o = obj(v, "payment event");
-    let event = PaymentEvent {
-        id: o.string("id"),
+    let mut o = obj(v, "payment event data");
+    let event = PaymentEventData {
         type_: o.string("type"),
         payment_id: o.string("payment_id"),
         order_id: o.string("order_id"),
@@ -519,11 +524,7 @@ fn the_platform_envelope_and_the_documented_examples_follow_the_wit() {
         "docs/events.md shows an example for every channel"
     );
     for (channel, example) in &examples {
-        if channel == "payments" {
-            decode_payment_event(example);
-        } else {
-            decode_envelope(example, channel);
-        }
+        decode_envelope(example, channel);
     }
 }
 
