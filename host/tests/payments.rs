@@ -112,6 +112,8 @@ fn start(options: Options) -> PaymentHost {
 listen = "127.0.0.1:{sim_port}"
 crypto_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/crypto"
 crypto_webhook_secret = "{WEBHOOK_SECRET}"
+wallet_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/wallet"
+wallet_webhook_secret = "{WEBHOOK_SECRET}"
 "#
         )
     };
@@ -1299,6 +1301,250 @@ async fn wallet_payment_authorize_capture_refund_and_decline() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["decline_code"], "instrument_declined");
+    host.assert_no_card_data();
+}
+
+/// The PayPal order id in a wallet payment's payer-action link
+/// (`/sandbox/wallet/checkoutnow?token=<order id>`, PayPal's checkout page shape).
+fn wallet_order_of(payment: &Value) -> String {
+    let link = payment["next_action"].as_str().unwrap_or_default();
+    link.strip_prefix("/sandbox/wallet/checkoutnow?token=")
+        .unwrap_or_else(|| panic!("not a wallet approval link: {payment}"))
+        .to_string()
+}
+
+/// The payer approves the order at the wallet sandbox, which delivers the signed
+/// `CHECKOUT.ORDER.APPROVED` webhook to the payment host; its status and answer.
+async fn approve_at_wallet(host: &PaymentHost, order: &str, body: Value) -> (u16, Value) {
+    let response = common::client()
+        .post(format!(
+            "{}/sandbox/wallet/orders/{order}/approve",
+            host.sim
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn post_wallet_webhook(
+    host: &PaymentHost,
+    body: &str,
+    signature: Option<String>,
+) -> (u16, Value) {
+    let mut request = common::client()
+        .post(format!("{}/webhooks/payments/wallet", host.base))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("bazaar-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn wallet_payer_approves_at_the_wallet_then_the_payment_is_authorized_captured_refunded() {
+    let host = start(Options {
+        wallet: true,
+        ..Options::default()
+    });
+    let save = |body: Value| {
+        host.call(
+            "POST",
+            "/api/v1/payments/methods",
+            "u-approve",
+            "customer",
+            None,
+            Some(body),
+        )
+    };
+    let (status, refused) = save(json!({"provider": "wallet", "vaulted": "no"})).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "vaulted");
+    let (status, vaulted) = save(json!({"provider": "wallet"})).await;
+    assert_eq!(status, 201, "{vaulted}");
+    assert_eq!(
+        vaulted["vaulted"], true,
+        "a wallet method is vaulted unless asked otherwise"
+    );
+    let (status, method) = save(json!({"provider": "wallet", "vaulted": false})).await;
+    assert_eq!(status, 201, "{method}");
+    assert_eq!(method["vaulted"], false);
+    let token = method["payment_method"].as_str().unwrap().to_string();
+
+    // Without a vaulted wallet the payment waits for the payer, with the approval link.
+    let (status, payment) = host.pay("u-approve", &token, 2999, "approve-1").await;
+    assert_eq!(status, 201, "{payment}\n{}", host.logs());
+    assert_eq!(payment["status"], "requires_authorization", "{payment}");
+    let order = wallet_order_of(&payment);
+    let id = payment["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/payments/{id}");
+    let get = || host.call("GET", &path, "u-approve", "customer", None, None);
+    let (status, _) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "nothing is authorized before the payer approves"
+    );
+
+    // An approval nobody signed, or signed with another secret, changes nothing.
+    let forged = json!({
+        "id": "WH-FORGED-1", "event_type": "CHECKOUT.ORDER.APPROVED",
+        "create_time_unix": now_secs(), "resource": {"id": order, "status": "APPROVED"},
+    })
+    .to_string();
+    let (status, rejected) = post_wallet_webhook(&host, &forged, None).await;
+    assert_eq!(status, 400, "{rejected}");
+    let (status, rejected) = post_wallet_webhook(
+        &host,
+        &forged,
+        Some(signed("whsec_forger", now_secs(), &forged)),
+    )
+    .await;
+    assert_eq!(status, 400, "{rejected}");
+    assert_eq!(get().await.1["status"], "requires_authorization");
+
+    // The payer approves; the sandbox's signed webhook makes the core authorize the order.
+    let (status, approved) = approve_at_wallet(&host, &order, json!({})).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["delivered"], true, "{approved}\n{}", host.logs());
+    let (_, authorized) = get().await;
+    assert_eq!(
+        authorized["status"],
+        "authorized",
+        "{authorized}\n{}",
+        host.logs()
+    );
+    assert!(
+        authorized["authorization_expires_at"].is_string(),
+        "{authorized}"
+    );
+    assert!(
+        authorized.get("next_action").is_none_or(Value::is_null),
+        "{authorized}"
+    );
+
+    // Approving twice applies once: the wallet refuses a second approval, the same event
+    // delivered again is a duplicate, and another approval event finds nothing left to do.
+    let (status, again) = approve_at_wallet(&host, &order, json!({})).await;
+    assert_eq!(status, 422, "{again}");
+    let redelivered = approved["event"].to_string();
+    let (status, duplicate) = post_wallet_webhook(
+        &host,
+        &redelivered,
+        Some(signed(WEBHOOK_SECRET, now_secs(), &redelivered)),
+    )
+    .await;
+    assert_eq!(
+        (status, &duplicate["duplicate"]),
+        (200, &json!(true)),
+        "{duplicate}"
+    );
+    let mut other = approved["event"].clone();
+    other["id"] = json!("WH-ANOTHER-APPROVAL");
+    let other = other.to_string();
+    let (status, ignored) = post_wallet_webhook(
+        &host,
+        &other,
+        Some(signed(WEBHOOK_SECRET, now_secs(), &other)),
+    )
+    .await;
+    assert_eq!(
+        (status, &ignored["applied"]),
+        (200, &json!(false)),
+        "{ignored}"
+    );
+    // The checkout saga's retry under its key finds the payment as it is now.
+    let (status, retried) = host.pay("u-approve", &token, 2999, "approve-1").await;
+    assert_eq!((status, &retried["id"]), (201, &json!(id)), "{retried}");
+
+    let (status, captured) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/capture"),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{captured}");
+    assert_eq!(captured["captured"]["amount"], 2999);
+    let (status, refunded) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{id}/refund"),
+            "admin",
+            "admin",
+            None,
+            Some(json!({"amount": 999})),
+        )
+        .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["status"], "partially_refunded");
+    assert_eq!(refunded["refunded"]["amount"], 999);
+    let (_, events) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}/events"),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "payment.requires_action",
+            "payment.authorized",
+            "payment.captured",
+            "payment.refunded"
+        ]
+    );
+
+    // A payer who approves with an instrument the wallet then refuses: the payment fails.
+    let (_, second) = host.pay("u-approve", &token, 500, "approve-2").await;
+    assert_eq!(second["status"], "requires_authorization", "{second}");
+    let (status, approved) = approve_at_wallet(
+        &host,
+        &wallet_order_of(&second),
+        json!({"instrument": "declined"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &approved["delivered"]),
+        (200, &json!(true)),
+        "{approved}"
+    );
+    let (_, failed) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{}", second["id"].as_str().unwrap()),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["failure_code"], "instrument_declined", "{failed}");
     host.assert_no_card_data();
 }
 

@@ -80,6 +80,8 @@ async fn start_simulator() -> String {
         api_key: "sk_test_bazaar".into(),
         crypto_webhook_url: None,
         crypto_webhook_secret: None,
+        wallet_webhook_url: None,
+        wallet_webhook_secret: None,
     });
     tokio::spawn(simulator::serve(sim, listener));
     format!("http://{addr}")

@@ -155,6 +155,19 @@ pub fn method_provider(body: &Value) -> Result<String, Problem> {
     }
 }
 
+/// `POST /api/v1/payments/methods` for a wallet: `vaulted` (default `true`) saves a vaulted
+/// wallet that pays without the payer; `false` makes the payer approve every payment at the
+/// wallet. Other providers have no such choice, so the field is refused for them.
+pub fn wallet_vaulted(provider: &str, body: &Value) -> Result<bool, Problem> {
+    let refuse = |message: &str| Problem::unprocessable(vec![FieldError::new("vaulted", message)]);
+    match (&body["vaulted"], provider) {
+        (Value::Null, _) => Ok(true),
+        (Value::Bool(vaulted), "wallet") => Ok(*vaulted),
+        (_, "wallet") => Err(refuse("must be true or false")),
+        _ => Err(refuse("applies to wallet payment methods only")),
+    }
+}
+
 /// The card fields as the client sent them, for the vault; a mistyped field is `None`, so the
 /// vault reports it (its messages and order are the contract's).
 pub fn card_input(body: &Value) -> CardInput {
@@ -271,6 +284,11 @@ mod tests {
             "wallet"
         );
         assert!(method_provider(&json!({"provider": "bank"})).is_err());
+        assert!(wallet_vaulted("wallet", &json!({"provider": "wallet"})).unwrap());
+        assert!(!wallet_vaulted("wallet", &json!({"vaulted": false})).unwrap());
+        let refused = |provider, body| wallet_vaulted(provider, &body).unwrap_err().status;
+        assert_eq!(refused("wallet", json!({"vaulted": "no"})), 422);
+        assert_eq!(refused("crypto", json!({"vaulted": false})), 422);
         assert!(method_provider(&json!({"provider": 1})).is_err());
         let card = card_input(&json!({
             "number": 4242424242424242u64, "exp_month": 12, "exp_year": "2040", "cvc": "123",

@@ -223,6 +223,7 @@ pub fn event_kind_name(kind: EventKind) -> &'static str {
         EventKind::Refunded => "refunded",
         EventKind::Failed => "failed",
         EventKind::Expired => "expired",
+        EventKind::Approved => "approved",
     }
 }
 
@@ -570,6 +571,7 @@ mod tests {
             holder_name: Some("A".into()),
             key_id: Some("k1".into()),
             sealed: Some(vec![1, 2, 3]),
+            wallet_payer: None,
         };
         let fraud = || Some((10, "allow".to_string(), json!([])));
         let customer = render(&p, Some(&method), fraud(), false);

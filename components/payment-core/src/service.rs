@@ -10,13 +10,15 @@ use bazaar_platform::{FieldError, Problem, time};
 use serde_json::{Value, json};
 
 use crate::bindings::bazaar::payments::types::{
-    AuthorizeRequest, CardSource, Money, PaymentSource, SealedCard,
+    AuthorizeRequest, CardSource, EventKind, Money, PaymentSource, SealedCard, WebhookEvent,
 };
 use crate::bindings::bazaar::payments::{providers, vault};
 use crate::config::Config;
 use crate::domain::Status;
 use crate::fraud::{self, Decision, Signals};
-use crate::requests::{CreatePayment, card_input, method_provider, optional_amount};
+use crate::requests::{
+    CreatePayment, card_input, method_provider, optional_amount, wallet_vaulted,
+};
 use crate::rules::{self, Fail, Verdict};
 use crate::store::{self, Claim, MethodRow, PaymentRow, Settle};
 
@@ -204,6 +206,7 @@ impl Service<'_> {
         claim: Option<&Claim>,
     ) -> Result<Answer, Fail> {
         let provider = method_provider(body)?;
+        let vaulted = wallet_vaulted(&provider, body)?;
         if !self.configured(&provider) {
             return Err(Problem::unprocessable(vec![FieldError::new(
                 "provider",
@@ -232,6 +235,7 @@ impl Service<'_> {
                 holder_name: Some(card.holder_name),
                 key_id: Some(card.sealed.key_id),
                 sealed: Some(card.sealed.ciphertext),
+                wallet_payer: None,
             }
         } else {
             MethodRow {
@@ -246,6 +250,10 @@ impl Service<'_> {
                 holder_name: None,
                 key_id: None,
                 sealed: None,
+                // The stand-in for the payer's vaulted PayPal wallet id (a real integration
+                // stores the id PayPal's vault returns when the payer saves the wallet).
+                wallet_payer: (provider == "wallet" && vaulted)
+                    .then(|| format!("payer-{}", caller.user_id)),
             }
         };
         let mut out = json!({"payment_method": row.token, "provider": provider});
@@ -254,6 +262,9 @@ impl Service<'_> {
             out["last4"] = json!(last4);
             out["exp_month"] = json!(row.exp_month);
             out["exp_year"] = json!(row.exp_year);
+        }
+        if provider == "wallet" {
+            out["vaulted"] = json!(row.wallet_payer.is_some());
         }
         let settle = Settle::Complete {
             status: 201,
@@ -542,8 +553,9 @@ impl Service<'_> {
                     }),
                 ))
             }
+            // No vaulted wallet (empty reference): the payer approves at the wallet.
             "wallet" => Ok((
-                PaymentSource::Wallet(format!("payer-{}", method.user_id)),
+                PaymentSource::Wallet(method.wallet_payer.clone().unwrap_or_default()),
                 None,
             )),
             _ => Ok((PaymentSource::Crypto, None)),
@@ -759,29 +771,33 @@ impl Service<'_> {
         };
         // The event id is recorded in the same transaction as its effect, under the lease:
         // a webhook answered 409 (payment busy) is redelivered by the provider and applied then.
-        let applied = self.leased(&payment.id, || {
-            self.db.transaction(|db| {
-                if !store::record_webhook(
-                    db,
-                    provider,
-                    &event.event_id,
-                    Some(&payment.id),
-                    kind,
-                    now,
-                )? {
-                    return Ok(None);
-                }
-                let Some(mut p) = store::payment(db, &payment.id)? else {
-                    return Ok(Some(false));
-                };
-                let applied = rules::apply_webhook(&mut p, &event);
-                if applied {
-                    p.updated_at = time::now_millis();
-                    store::save(db, &mut p, true, Some(self.request_id), None)?;
-                }
-                Ok::<_, Fail>(Some(applied))
-            })
-        })?;
+        let applied = if event.kind == EventKind::Approved {
+            self.leased(&payment.id, || self.approved(provider, &event, &payment.id))?
+        } else {
+            self.leased(&payment.id, || {
+                self.db.transaction(|db| {
+                    if !store::record_webhook(
+                        db,
+                        provider,
+                        &event.event_id,
+                        Some(&payment.id),
+                        kind,
+                        now,
+                    )? {
+                        return Ok(None);
+                    }
+                    let Some(mut p) = store::payment(db, &payment.id)? else {
+                        return Ok(Some(false));
+                    };
+                    let applied = rules::apply_webhook(&mut p, &event);
+                    if applied {
+                        p.updated_at = time::now_millis();
+                        store::save(db, &mut p, true, Some(self.request_id), None)?;
+                    }
+                    Ok::<_, Fail>(Some(applied))
+                })
+            })?
+        };
         let Some(applied) = applied else {
             return Ok(duplicate());
         };
@@ -797,6 +813,84 @@ impl Service<'_> {
         Ok(Answer {
             status: 200,
             body: json!({"received": true, "applied": applied}),
+        })
+    }
+
+    /// The payer approved payment `id` (leased by this request) at the wallet: authorizes it
+    /// now, under its own payment id so the plugin finds the approved provider payment, and
+    /// records the outcome, its event and the webhook's id in one transaction. `None` when the
+    /// event was seen before, else whether it changed the payment (a payment no longer waiting
+    /// for the payer is left as it is). When the provider does not answer, nothing is recorded
+    /// and the answer is 503, so the provider delivers the event again and it is retried then.
+    fn approved(
+        &self,
+        provider: &str,
+        event: &WebhookEvent,
+        id: &str,
+    ) -> Result<Option<bool>, Fail> {
+        if store::webhook_seen(self.db, provider, &event.event_id)? {
+            return Ok(None);
+        }
+        let kind = rules::event_kind_name(event.kind);
+        let mut p = store::payment(self.db, id)?.ok_or_else(not_found)?;
+        if p.status != Status::RequiresAuthorization {
+            let now = time::now_millis();
+            let recorded =
+                store::record_webhook(self.db, provider, &event.event_id, Some(id), kind, now)?;
+            return Ok(recorded.then_some(false));
+        }
+        let method = store::method(self.db, &p.method_token)?.ok_or_else(|| {
+            self.log.error(
+                "an approved payment's method is missing",
+                &[("payment_id", id.into())],
+            );
+            Fail::from(Problem::internal("the payment's method cannot be found"))
+        })?;
+        let (source, sealed) = self.source_for(&method)?;
+        let request = AuthorizeRequest {
+            payment_id: p.id.clone(),
+            amount: Money {
+                amount: p.amount,
+                currency: p.currency.clone(),
+            },
+            source,
+            // The provider payment exists already (found by the payment id); its description
+            // went with the request that created it and is not kept here.
+            description: String::new(),
+        };
+        let outcome = providers::authorize(&p.provider, &request, sealed.as_ref());
+        if let Err(e) = &outcome {
+            self.log.warn(
+                "authorization after the payer's approval refused or failed",
+                &[
+                    ("payment_id", id.into()),
+                    ("kind", format!("{:?}", e.kind).into()),
+                    ("code", e.code.as_str().into()),
+                    ("reason", e.message.as_str().into()),
+                ],
+            );
+        }
+        let before = p.status;
+        p.updated_at = time::now_millis();
+        if rules::authorization(&mut p, &outcome) == Verdict::Unknown {
+            return Err(Fail::retry(
+                Problem::service_unavailable(
+                    "the payment provider did not answer; the approval is applied when the \
+                     webhook is delivered again",
+                )
+                .with_extension("payment_id", id),
+            ));
+        }
+        let changed = p.status != before;
+        let now = time::now_millis();
+        self.db.transaction(|db| {
+            if !store::record_webhook(db, provider, &event.event_id, Some(id), kind, now)? {
+                return Ok(None);
+            }
+            if changed {
+                store::save(db, &mut p, true, Some(self.request_id), None)?;
+            }
+            Ok::<_, Fail>(Some(changed))
         })
     }
 }

@@ -153,6 +153,14 @@ CREATE TABLE webhook_events (
     ),
     // Catch-up positions in commit order (see bazaar_platform::outbox).
     outbox::migration_v2(5),
+    // A wallet method's vaulted wallet id, or NULL for a payer who approves at the wallet each
+    // time. Wallet methods saved before this column were all vaulted (`payer-<user>`).
+    Migration::portable(
+        6,
+        "wallet payer of a payment method",
+        "ALTER TABLE payment_methods ADD COLUMN wallet_payer TEXT;
+UPDATE payment_methods SET wallet_payer = 'payer-' || user_id WHERE provider = 'wallet';",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +176,9 @@ pub struct MethodRow {
     pub holder_name: Option<String>,
     pub key_id: Option<String>,
     pub sealed: Option<Vec<u8>>,
+    /// A wallet method's vaulted wallet id (the payer need not be present); `None` when the
+    /// payer approves every payment at the wallet.
+    pub wallet_payer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,8 +277,8 @@ fn opt_blob(row: &Row, column: &str) -> Result<Option<Vec<u8>>, DbError> {
 pub fn insert_method(db: &Database, m: &MethodRow, now: i64) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO payment_methods (token, user_id, provider, brand, last4, bin_country, \
-         exp_month, exp_year, holder_name, key_id, sealed, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         exp_month, exp_year, holder_name, key_id, sealed, wallet_payer, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &[
             m.token.as_str().into(),
             m.user_id.as_str().into(),
@@ -280,6 +291,7 @@ pub fn insert_method(db: &Database, m: &MethodRow, now: i64) -> Result<(), DbErr
             m.holder_name.clone().into(),
             m.key_id.clone().into(),
             m.sealed.clone().into(),
+            m.wallet_payer.clone().into(),
             now.into(),
         ],
     )?;
@@ -289,7 +301,7 @@ pub fn insert_method(db: &Database, m: &MethodRow, now: i64) -> Result<(), DbErr
 pub fn method(db: &Database, token: &str) -> Result<Option<MethodRow>, DbError> {
     let Some(r) = db.query_opt(
         "SELECT token, user_id, provider, brand, last4, bin_country, exp_month, exp_year, \
-         holder_name, key_id, sealed FROM payment_methods WHERE token = ?",
+         holder_name, key_id, sealed, wallet_payer FROM payment_methods WHERE token = ?",
         &[token.into()],
     )?
     else {
@@ -307,6 +319,7 @@ pub fn method(db: &Database, token: &str) -> Result<Option<MethodRow>, DbError> 
         holder_name: r.opt_text("holder_name")?,
         key_id: r.opt_text("key_id")?,
         sealed: opt_blob(&r, "sealed")?,
+        wallet_payer: r.opt_text("wallet_payer")?,
     }))
 }
 
@@ -662,6 +675,17 @@ pub fn fraud_history(
         failures,
         amounts,
     })
+}
+
+/// Whether a webhook event id was recorded already (checked before a provider call the event
+/// would cause; [`record_webhook`] settles it in the transaction of the effect).
+pub fn webhook_seen(db: &Database, provider: &str, event_id: &str) -> Result<bool, DbError> {
+    Ok(db
+        .query_opt(
+            "SELECT event_id FROM webhook_events WHERE provider = ? AND event_id = ?",
+            &[provider.into(), event_id.into()],
+        )?
+        .is_some())
 }
 
 /// Records a webhook event id; `false` when it was seen before (a replay or a duplicate).

@@ -5,8 +5,13 @@
 //! every mutation idempotent. The provider reference is the authorization id.
 //!
 //! Amounts travel as decimal strings (`"12.34"`) and are converted by the currency's exponent.
-//! A payer without a vaulted wallet would need to approve at PayPal first (`payer-action` link);
-//! this release only supports vaulted payers (see docs/payments.md).
+//!
+//! A payer without a vaulted wallet (an empty wallet reference) approves at PayPal first: the
+//! order is created `PAYER_ACTION_REQUIRED`, `authorize` answers `requires-action` with the
+//! order id as reference and the `payer-action` link as next action, and PayPal's
+//! `CHECKOUT.ORDER.APPROVED` webhook becomes an `approved` event. The core then calls
+//! `authorize` again with the same payment id: the same `PayPal-Request-Id` finds the order,
+//! whose current state is read and, now approved, authorized.
 
 // Only the wasm build is a plugin: natively the wit-bindgen imports cannot be linked, so the
 // crate is empty there and is exercised through the payment host's contract tests.
@@ -278,8 +283,14 @@ impl Guest for WalletPlugin {
                 "the wallet provider only accepts wallet payment methods",
             ));
         };
+        // A vaulted wallet pays at once; without one the payer approves at PayPal first.
+        let payment_source = if payer.is_empty() {
+            json!({"paypal": {}})
+        } else {
+            json!({"paypal": {"vault_id": payer}})
+        };
         let api = Api::connect(&config)?;
-        let order = api.call(
+        let mut order = api.call(
             "POST",
             "/v2/checkout/orders",
             Some(json!({
@@ -289,10 +300,21 @@ impl Guest for WalletPlugin {
                     "description": request.description,
                     "amount": {"currency_code": request.amount.currency, "value": decimal::to_decimal(request.amount.amount, &request.amount.currency)},
                 }],
-                "payment_source": {"paypal": {"vault_id": payer}},
+                "payment_source": payment_source,
             })),
             Some(&format!("order-{}", request.payment_id)),
         )?;
+        // The same PayPal-Request-Id answers with the order as first created: one that waited
+        // for the payer may have been approved (or authorized) since, so read where it stands.
+        if order["status"] == "PAYER_ACTION_REQUIRED" {
+            let order_id = safe_id(order["id"].as_str().unwrap_or_default())?;
+            order = api.call(
+                "GET",
+                &format!("/v2/checkout/orders/{order_id}"),
+                None,
+                None,
+            )?;
+        }
         if order["status"] != "APPROVED" {
             return to_payment(&order);
         }
@@ -398,6 +420,8 @@ impl Guest for WalletPlugin {
             .ok_or_else(|| invalid("event without id"))?;
         let resource = &event["resource"];
         let (kind, reference, amount) = match event["event_type"].as_str() {
+            // The payer approved the order: its reference until it is authorized.
+            Some("CHECKOUT.ORDER.APPROVED") => (EventKind::Approved, resource["id"].as_str(), None),
             Some("PAYMENT.AUTHORIZATION.VOIDED") => {
                 (EventKind::Voided, resource["id"].as_str(), None)
             }
@@ -416,7 +440,7 @@ impl Guest for WalletPlugin {
         Ok(WebhookEvent {
             event_id: event_id.to_string(),
             reference: reference
-                .ok_or_else(|| invalid("event without authorization id"))?
+                .ok_or_else(|| invalid("event without a resource id"))?
                 .to_string(),
             kind,
             amount,

@@ -78,6 +78,13 @@ pub struct SimulatorConfig {
     /// `http://127.0.0.1:3100/webhooks/payments/crypto`, and the secret it signs them with.
     pub crypto_webhook_url: Option<String>,
     pub crypto_webhook_secret: Option<String>,
+    /// Where the wallet simulator delivers `CHECKOUT.ORDER.APPROVED` when a payer approves at
+    /// its sandbox, e.g. `http://127.0.0.1:3100/webhooks/payments/wallet`, and the secret it
+    /// signs them with.
+    #[serde(default)]
+    pub wallet_webhook_url: Option<String>,
+    #[serde(default)]
+    pub wallet_webhook_secret: Option<String>,
 }
 
 fn default_sim_key() -> String {
@@ -172,6 +179,10 @@ pub fn load(path: &Path, listen_override: Option<&str>) -> anyhow::Result<Resolv
         if let Some(secret) = &sim.crypto_webhook_secret {
             sim.crypto_webhook_secret =
                 Some(resolve_value(secret).context("simulator.crypto_webhook_secret")?);
+        }
+        if let Some(secret) = &sim.wallet_webhook_secret {
+            sim.wallet_webhook_secret =
+                Some(resolve_value(secret).context("simulator.wallet_webhook_secret")?);
         }
     }
     Ok(Resolved {

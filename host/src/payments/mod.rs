@@ -94,6 +94,8 @@ pub async fn main(args: PaymentsArgs) -> anyhow::Result<()> {
                 api_key: sim.api_key,
                 crypto_webhook_url: None,
                 crypto_webhook_secret: None,
+                wallet_webhook_url: None,
+                wallet_webhook_secret: None,
             });
             tokio::select! {
                 _ = simulator::serve(simulator, listener) => {}

@@ -4,7 +4,10 @@
 //! Wallet: PayPal's Orders v2 / Payments v2 shape (OAuth2 client-credentials token, orders with
 //! `intent=AUTHORIZE`, vaulted payers approve at once, authorizations valid 29 days, capture,
 //! void, refunds on captures, `PayPal-Request-Id` idempotency; a vault id containing `declined`
-//! is refused with `INSTRUMENT_DECLINED`).
+//! is refused with `INSTRUMENT_DECLINED`). Payers without a vault id approve at the wallet: the
+//! order waits `PAYER_ACTION_REQUIRED` until the payer-side sandbox route
+//! `POST /sandbox/wallet/orders/{id}/approve` approves it and delivers a signed
+//! `CHECKOUT.ORDER.APPROVED` webhook to `wallet_webhook_url`.
 //! Crypto: invoices in the shape of BTCPay Server's Greenfield API (`/api/v1/stores/{store}/…`,
 //! `token` API keys, decimal amounts), plus payer-side sandbox routes
 //! (`POST /sandbox/crypto/invoices/{id}/pay|expire`) that settle or expire an invoice and deliver
@@ -126,6 +129,24 @@ async fn deliver(url: &str, signature: &str, body: String) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Signs `event` with `secret` and delivers it to `url`; whether it was accepted (nothing is
+/// sent unless both are configured).
+async fn send_webhook(url: Option<&str>, secret: Option<&str>, event: &Value) -> bool {
+    let (Some(url), Some(secret)) = (url, secret) else {
+        return false;
+    };
+    let body = event.to_string();
+    let signature =
+        payment_plugin_kit::signature::header_value(secret, now_secs(), body.as_bytes());
+    match deliver(url, &signature, body).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "simulator: webhook delivery failed");
+            false
+        }
+    }
+}
+
 /// A PayPal-shaped order with at most one authorization.
 struct PpOrder {
     id: String,
@@ -133,6 +154,9 @@ struct PpOrder {
     currency: String,
     amount: u64,
     status: &'static str,
+    /// The payer approved with a funding instrument the wallet then refuses: authorizing the
+    /// order answers `INSTRUMENT_DECLINED` (the sandbox's way to exercise a late decline).
+    declines_authorization: bool,
     auth: Option<PpAuth>,
     captures: Vec<(String, u64)>,
     refunds: Vec<(String, u64)>,
@@ -509,6 +533,9 @@ impl Simulator {
                     action @ ("pay" | "expire"),
                 ],
             ) => self.crypto_sandbox(id, action).await,
+            (&Method::POST, ["sandbox", "wallet", "orders", id, "approve"]) => {
+                self.wallet_sandbox_approve(id, body).await
+            }
             _ => error(
                 404,
                 "invalid_request_error",
@@ -583,6 +610,7 @@ impl Simulator {
                     } else {
                         "PAYER_ACTION_REQUIRED"
                     },
+                    declines_authorization: false,
                     auth: None,
                     captures: Vec::new(),
                     refunds: Vec::new(),
@@ -604,6 +632,13 @@ impl Simulator {
                         422,
                         "ORDER_NOT_APPROVED",
                         "the payer has not approved the order",
+                    );
+                }
+                if order.declines_authorization {
+                    return pp_error(
+                        422,
+                        "INSTRUMENT_DECLINED",
+                        "The instrument presented was declined.",
                     );
                 }
                 let auth_id = id("AUTH").to_ascii_uppercase();
@@ -879,24 +914,61 @@ impl Simulator {
             });
             (event, invoice.json())
         };
-        if let (Some(url), Some(secret)) = (
-            &self.config.crypto_webhook_url,
-            &self.config.crypto_webhook_secret,
-        ) {
-            let body = event.to_string();
-            let signature =
-                payment_plugin_kit::signature::header_value(secret, now_secs(), body.as_bytes());
-            if let Err(err) = deliver(url, &signature, body).await {
-                tracing::warn!(error = %err, "simulator: webhook delivery failed");
-                return (
-                    200,
-                    json!({"invoice": invoice, "event": event, "delivered": false}),
-                );
-            }
-        }
+        let delivered = send_webhook(
+            self.config.crypto_webhook_url.as_deref(),
+            self.config.crypto_webhook_secret.as_deref(),
+            &event,
+        )
+        .await;
         (
             200,
-            json!({"invoice": invoice, "event": event, "delivered": self.config.crypto_webhook_url.is_some()}),
+            json!({"invoice": invoice, "event": event, "delivered": delivered}),
+        )
+    }
+
+    /// The payer's side of the wallet: approves an order waiting for the payer (PayPal's
+    /// checkout page) and delivers the signed `CHECKOUT.ORDER.APPROVED` webhook. A body
+    /// `{"instrument": "declined"}` approves with a funding instrument the wallet will refuse
+    /// when the merchant authorizes. Approving an order twice is refused (422), as at PayPal.
+    async fn wallet_sandbox_approve(&self, order_id: &str, body: &[u8]) -> (u16, Value) {
+        let declined =
+            serde_json::from_slice::<Value>(body).is_ok_and(|b| b["instrument"] == "declined");
+        let event = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(order) = state.orders.get_mut(order_id) else {
+                return pp_error(404, "INVALID_RESOURCE_ID", "order not found");
+            };
+            if order.status != "PAYER_ACTION_REQUIRED" {
+                return pp_error(
+                    422,
+                    "ORDER_ALREADY_APPROVED",
+                    "the order is not waiting for the payer",
+                );
+            }
+            order.status = "APPROVED";
+            order.declines_authorization = declined;
+            let now = now_secs();
+            json!({
+                "id": id("WH").to_ascii_uppercase(),
+                "event_version": "1.0",
+                "create_time": rfc3339_secs(now),
+                // Simulator extension: the same instant as unix seconds.
+                "create_time_unix": now,
+                "resource_type": "checkout-order",
+                "event_type": "CHECKOUT.ORDER.APPROVED",
+                "summary": "An order has been approved by buyer",
+                "resource": order.json(),
+            })
+        };
+        let delivered = send_webhook(
+            self.config.wallet_webhook_url.as_deref(),
+            self.config.wallet_webhook_secret.as_deref(),
+            &event,
+        )
+        .await;
+        (
+            200,
+            json!({"order": event["resource"], "event": event, "delivered": delivered}),
         )
     }
 
@@ -958,7 +1030,8 @@ impl Simulator {
                 .or_else(|| header.strip_prefix("token "))
                 .is_some_and(|k| k == self.config.api_key)
         };
-        // The sandbox routes play the payer (paying a crypto invoice): no merchant key.
+        // The sandbox routes play the payer (paying a crypto invoice, approving a wallet
+        // order): no merchant key.
         let payer_side = req.uri().path().starts_with("/sandbox/");
         if !authorized && !payer_side {
             let (s, b) = error(
