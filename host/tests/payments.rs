@@ -1545,6 +1545,40 @@ async fn wallet_payer_approves_at_the_wallet_then_the_payment_is_authorized_capt
         .await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["failure_code"], "instrument_declined", "{failed}");
+
+    // A payment voided while it waits for the payer (a checkout given up) holds no money, and
+    // a later approval does not authorize it.
+    let (_, third) = host.pay("u-approve", &token, 700, "approve-3").await;
+    let third_id = third["id"].as_str().unwrap();
+    let (status, voided) = host
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{third_id}/void"),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{voided}");
+    assert_eq!(voided["status"], "voided", "{voided}");
+    let (status, approved) = approve_at_wallet(&host, &wallet_order_of(&third), json!({})).await;
+    assert_eq!(
+        (status, &approved["delivered"]),
+        (200, &json!(true)),
+        "{approved}"
+    );
+    let (_, after) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{third_id}"),
+            "u-approve",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(after["status"], "voided", "{after}");
     host.assert_no_card_data();
 }
 

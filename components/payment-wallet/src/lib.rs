@@ -191,6 +191,47 @@ impl<'a> Api<'a> {
         interpret(response.status, &response.body)
     }
 
+    fn void_authorization(&self, authorization_id: &str) -> Result<ProviderPayment, ProviderError> {
+        self.call(
+            "POST",
+            &format!(
+                "/v2/payments/authorizations/{}/void",
+                safe_id(authorization_id)?
+            ),
+            None,
+            Some(&format!("void-{authorization_id}")),
+        )?;
+        self.payment(authorization_id)
+    }
+
+    /// Voids a payment whose reference is still its order (the payer had not approved, or the
+    /// approval was not applied yet). An order authorized meanwhile has its authorization
+    /// voided. One never authorized holds no money and cannot be voided at PayPal (it lapses
+    /// unauthorized), so it is reported voided: the core then no longer authorizes it when an
+    /// approval arrives.
+    fn abandon_order(&self, order_id: &str) -> Result<ProviderPayment, ProviderError> {
+        let order = self.call(
+            "GET",
+            &format!("/v2/checkout/orders/{}", safe_id(order_id)?),
+            None,
+            None,
+        )?;
+        if let Some(authorization_id) =
+            order["purchase_units"][0]["payments"]["authorizations"][0]["id"].as_str()
+        {
+            return self.void_authorization(authorization_id);
+        }
+        Ok(ProviderPayment {
+            reference: order_id.to_string(),
+            status: ProviderStatus::Voided,
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            expires_at: None,
+            next_action: None,
+        })
+    }
+
     /// The payment as a whole, read from the order the authorization belongs to.
     fn payment(&self, authorization_id: &str) -> Result<ProviderPayment, ProviderError> {
         let auth = self.call(
@@ -345,13 +386,11 @@ impl Guest for WalletPlugin {
 
     fn void(config: Settings, reference: String) -> Result<ProviderPayment, ProviderError> {
         let api = Api::connect(&config)?;
-        api.call(
-            "POST",
-            &format!("/v2/payments/authorizations/{}/void", safe_id(&reference)?),
-            None,
-            Some(&format!("void-{reference}")),
-        )?;
-        api.payment(&reference)
+        match api.void_authorization(&reference) {
+            // Not an authorization: the order of a payment still waiting for the payer.
+            Err(e) if e.kind == ErrorKind::NotFound => api.abandon_order(&reference),
+            other => other,
+        }
     }
 
     fn refund(
