@@ -38,6 +38,22 @@ struct Answer {
 }
 
 impl Answer {
+    /// The cart id issued on this answer: `x-cart-id`, always the same as the body's `id`; `None`
+    /// (no header, `id: null`) when the answer is about no stored cart.
+    fn issued_id(&self) -> Option<String> {
+        let header = self
+            .headers
+            .get("x-cart-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            self.body["id"].as_str(),
+            header.as_deref(),
+            "body id and x-cart-id differ: {:?}",
+            self.headers
+        );
+        header
+    }
+
     fn cart_id(&self) -> String {
         self.headers
             .get("x-cart-id")
@@ -188,10 +204,11 @@ async fn guest_and_user_carts_end_to_end() {
     let mug = shop.product("CART-MUG", 300).await;
     let hat = shop.product("CART-HAT", 999).await;
 
-    // A guest's first read: an empty cart, an id to send back, nothing stored yet.
+    // A guest's first read: an empty cart, nothing stored, so no id is issued yet (an id that
+    // named nothing stored would not find this guest's cart later).
     let empty = call("GET", "/api/v1/cart").send(&shop).await;
     assert_eq!(empty.status, 200, "{}", empty.body);
-    assert!(empty.cart_id().starts_with("gc_"), "{}", empty.cart_id());
+    assert_eq!(empty.issued_id(), None, "{}", empty.body);
     assert_eq!(
         (
             &empty.body["items"],
@@ -201,7 +218,45 @@ async fn guest_and_user_carts_end_to_end() {
         (&json!([]), &Value::Null, &json!(0))
     );
 
-    // Add: a new guest cart; the same id comes back on every later answer.
+    // Neither does removing from, or setting a quantity in, a cart that does not exist.
+    let nothing = call("DELETE", format!("/api/v1/cart/items/{tee}"))
+        .send(&shop)
+        .await;
+    assert_eq!(
+        (nothing.status, nothing.issued_id()),
+        (200, None),
+        "{}",
+        nothing.body
+    );
+    let nothing = call("PATCH", format!("/api/v1/cart/items/{tee}"))
+        .json(json!({"quantity": 1}))
+        .send(&shop)
+        .await;
+    assert_eq!(nothing.status, 404, "{}", nothing.body);
+
+    // An id the shop never issued is not adopted (no cart fixation): reads answer no cart, and
+    // an add starts a cart under a new id.
+    let made_up = format!("gc_{}", "ab".repeat(16));
+    let read = call("GET", "/api/v1/cart").cart(&made_up).send(&shop).await;
+    assert_eq!(
+        (read.status, read.issued_id()),
+        (200, None),
+        "{}",
+        read.body
+    );
+    let adopted = call("POST", "/api/v1/cart/items")
+        .cart(&made_up)
+        .json(add(&mug, 1))
+        .send(&shop)
+        .await;
+    assert_eq!(adopted.status, 200, "{}", adopted.body);
+    let issued = adopted.cart_id();
+    assert!(issued.starts_with("gc_") && issued != made_up, "{issued}");
+    let read = call("GET", "/api/v1/cart").cart(&made_up).send(&shop).await;
+    assert_eq!(read.issued_id(), None, "{}", read.body);
+    assert_eq!(read.body["items"], json!([]));
+
+    // Add: a new guest cart; its id comes back on every later answer and identifies it.
     let first = call("POST", "/api/v1/cart/items")
         .json(add(&tee, 2))
         .send(&shop)
@@ -209,7 +264,10 @@ async fn guest_and_user_carts_end_to_end() {
     assert_eq!(first.status, 200, "{}", first.body);
     let guest = first.cart_id();
     assert!(guest.starts_with("gc_"));
-    assert_eq!(first.body["id"], guest.as_str());
+    assert_eq!(first.issued_id().as_deref(), Some(guest.as_str()));
+    let read = call("GET", "/api/v1/cart").cart(&guest).send(&shop).await;
+    assert_eq!(read.issued_id().as_deref(), Some(guest.as_str()));
+    assert_eq!(read.lines(), [(tee.clone(), 2)]);
     assert_eq!(first.body["total"], eur(2500));
     let line = first.line(&tee);
     assert_eq!(
@@ -424,7 +482,7 @@ async fn guest_and_user_carts_end_to_end() {
     assert_eq!(merged.body["total"], eur(3 * 1500 + 999));
     let after = call("GET", "/api/v1/cart").cart(&guest).send(&shop).await;
     assert_eq!(after.status, 200);
-    assert_ne!(after.cart_id(), guest, "the guest id must stop working");
+    assert_eq!(after.issued_id(), None, "the guest id must stop working");
     assert_eq!(after.body["items"], json!([]));
     // Sending the spent guest id again merges nothing twice.
     let again = call("GET", "/api/v1/cart")
@@ -447,7 +505,7 @@ async fn guest_and_user_carts_end_to_end() {
         let seen = attempt.send(&shop).await;
         assert_eq!(seen.status, 200, "{}", seen.body);
         assert_eq!(seen.body["items"], json!([]), "{}", seen.body);
-        assert_ne!(seen.cart_id(), ada_cart);
+        assert_ne!(seen.issued_id(), Some(ada_cart.clone()));
     }
     let eve_adds = call("POST", "/api/v1/cart/items")
         .token(&eve)
@@ -482,7 +540,15 @@ async fn expired_guest_carts_are_gone_at_read_time() {
     let read = call("GET", "/api/v1/cart").cart(&guest).send(&shop).await;
     assert_eq!(read.status, 200, "{}", read.body);
     assert_eq!(read.body["items"], json!([]), "{}", read.body);
-    assert_ne!(read.cart_id(), guest);
+    assert_eq!(read.issued_id(), None, "an expired id is not issued again");
+    // Nor adopted: the next add starts a cart under a new id.
+    let again = call("POST", "/api/v1/cart/items")
+        .cart(&guest)
+        .json(add(&tee, 1))
+        .send(&shop)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_ne!(again.cart_id(), guest);
     // An expired guest cart is not merged into a user's cart either.
     let ada = token("usr_ada_ttl", Role::Customer);
     let merged = call("GET", "/api/v1/cart")

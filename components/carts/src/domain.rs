@@ -359,7 +359,9 @@ pub struct PricedLine {
 /// The cart as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PricedCart {
-    pub id: String,
+    /// `None` for a guest cart that is not stored yet (nothing added): no id is issued until
+    /// one names a stored cart.
+    pub id: Option<String>,
     pub items: Vec<PricedLine>,
     /// Sum of available lines; `null` for an empty cart (no currency to state).
     pub total: Option<Money>,
@@ -414,7 +416,7 @@ pub fn price(cart: &Cart, offers: &[Offer]) -> Result<PricedCart, Problem> {
         items.push(priced);
     }
     Ok(PricedCart {
-        id: cart.id.clone(),
+        id: Some(cart.id.clone()),
         items,
         total,
         item_count: count,

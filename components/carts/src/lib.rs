@@ -6,10 +6,15 @@
 //!   at read time, so correctness never waits for the sweep);
 //! * `GET /health/live`, `GET /health/ready`.
 //!
-//! Guests are identified by the unguessable cart id the first response returns in `x-cart-id`;
-//! signed-in users by their verified id. A signed-in request that still carries a guest
-//! `x-cart-id` merges that guest cart into the user's cart and deletes it — so "log in, keep
-//! sending the header" merges on the first cart call after login.
+//! Guests are identified by the unguessable cart id returned in `x-cart-id` by the first response
+//! that stored their cart (the first item added); signed-in users by their verified id. A guest
+//! answer about a cart that is not stored carries `id: null` and no `x-cart-id`: an id is only
+//! handed out once it names a stored cart, so sending it back finds that cart, anonymous reads
+//! store nothing (crawlers cannot fill the store), and an id the client made up or kept after
+//! expiry is never adopted (no cart fixation) — it starts a new cart with a new id. A signed-in
+//! request that still carries a guest `x-cart-id` merges that guest cart into the user's cart
+//! and deletes it — so "log in, keep sending the header" merges on the first cart call after
+//! login.
 //!
 //! Component variable: `guest_cart_ttl_secs` (guest carts expire this long after their last
 //! change).
@@ -51,8 +56,8 @@ async fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
         }
         (Method::Post, "/internal/jobs/sweep") => sweep(ctx),
         (Method::Get, "/api/v1/cart") => {
-            let (cart, _) = current_cart(ctx, request, &KvCarts::open()?)?;
-            respond_priced(ctx, cart).await
+            let (cart, key) = current_cart(ctx, request, &KvCarts::open()?)?;
+            respond_priced(ctx, cart, key.is_some()).await
         }
         (_, "/api/v1/cart") => Err(Problem::method_not_allowed(
             method.to_string().as_str(),
@@ -104,11 +109,14 @@ fn guest_id(header: Option<&str>) -> Option<&str> {
 
 /// The caller's cart and its storage key, merging a guest cart into a user's cart when a
 /// signed-in request still carries the guest id. Not saved unless it changed.
+///
+/// The key is `None` for a guest without a stored cart: the returned cart is new, and its id is
+/// issued to the client only once [`save`] stored it.
 fn current_cart(
     ctx: &Ctx,
     request: &Request,
     store: &impl CartStore,
-) -> Result<(Cart, String), Problem> {
+) -> Result<(Cart, Option<String>), Problem> {
     let now = now();
     let header = request.header(CART_ID_HEADER).and_then(|v| v.as_str());
     let guest = match guest_id(header) {
@@ -139,17 +147,25 @@ fn current_cart(
                     &[("lines", (guest.lines.len() as u64).into())],
                 );
             }
-            Ok((cart, key))
+            Ok((cart, Some(key)))
         }
-        None => {
-            let cart = guest.unwrap_or_else(|| {
+        None => Ok(match guest {
+            Some(cart) => {
+                let key = guest_key(&cart.id);
+                (cart, Some(key))
+            }
+            None => {
                 let id = format!("gc_{}", bazaar_platform::ids::new_id());
-                Cart::new(id, now, Some(now + guest_ttl_millis()))
-            });
-            let key = guest_key(&cart.id);
-            Ok((cart, key))
-        }
+                (Cart::new(id, now, Some(now + guest_ttl_millis())), None)
+            }
+        }),
     }
+}
+
+/// Stores a changed cart (under its guest key when it is a guest's first save).
+fn save(store: &impl CartStore, key: Option<String>, cart: &Cart) -> Result<(), Problem> {
+    let key = key.unwrap_or_else(|| guest_key(&cart.id));
+    store.save(&key, cart)
 }
 
 fn touch(cart: &mut Cart) {
@@ -172,10 +188,17 @@ async fn priced(ctx: &Ctx, cart: &Cart) -> Result<PricedCart, Problem> {
     domain::price(cart, &offers)
 }
 
-async fn respond_priced(ctx: &Ctx, cart: Cart) -> Result<Response, Problem> {
-    let priced = priced(ctx, &cart).await?;
+/// The priced cart; `stored` says whether its id names a stored cart, and only such an id is
+/// shown (body `id` and `x-cart-id`) — see the module docs.
+async fn respond_priced(ctx: &Ctx, cart: Cart, stored: bool) -> Result<Response, Problem> {
+    let mut priced = priced(ctx, &cart).await?;
+    if !stored {
+        priced.id = None;
+    }
     let mut response = ctx.json(200, &priced);
-    response.set_header(CART_ID_HEADER, cart.id.as_str());
+    if stored {
+        response.set_header(CART_ID_HEADER, cart.id.as_str());
+    }
     Ok(response)
 }
 
@@ -209,8 +232,8 @@ async fn add_item(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
     let (mut cart, key) = current_cart(ctx, request, &store)?;
     cart.add(input.product_id, input.quantity)?;
     touch(&mut cart);
-    store.save(&key, &cart)?;
-    respond_priced(ctx, cart).await
+    save(&store, key, &cart)?;
+    respond_priced(ctx, cart, true).await
 }
 
 async fn set_quantity(
@@ -224,8 +247,8 @@ async fn set_quantity(
     let (mut cart, key) = current_cart(ctx, request, &store)?;
     cart.set_quantity(product, quantity)?;
     touch(&mut cart);
-    store.save(&key, &cart)?;
-    respond_priced(ctx, cart).await
+    save(&store, key, &cart)?;
+    respond_priced(ctx, cart, true).await
 }
 
 async fn remove_item(
@@ -235,12 +258,14 @@ async fn remove_item(
 ) -> Result<Response, Problem> {
     let store = KvCarts::open()?;
     let (mut cart, key) = current_cart(ctx, request, &store)?;
+    // Removing from a guest cart that is not stored changes nothing, so nothing is stored.
+    let stored = key.is_some();
     if cart.quantity_of(product).is_some() {
         cart.remove(product);
         touch(&mut cart);
-        store.save(&key, &cart)?;
+        save(&store, key, &cart)?;
     }
-    respond_priced(ctx, cart).await
+    respond_priced(ctx, cart, stored).await
 }
 
 /// Deletes expired guest carts. Idempotent; safe to run at any interval.
