@@ -46,7 +46,7 @@ async fn start(vars: &[&str]) -> Shop {
         .call("POST", "/internal/admin/migrate", None, None)
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["version"], 2, "{body}");
+    assert_eq!(body["version"], 3, "{body}");
     let (status, again) = shop
         .call("POST", "/internal/admin/migrate", None, None)
         .await;
@@ -1230,7 +1230,7 @@ max_image_bytes = "1000"
     let ready = http.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let ready: Value = ready.json().await.unwrap();
-    assert_eq!(ready["checks"]["schema"]["version"], 2, "{ready}");
+    assert_eq!(ready["checks"]["schema"]["version"], 3, "{ready}");
 
     let created = post("/api/v1/products")
         .header("x-bazaar-user-id", "usr_v")
