@@ -41,8 +41,9 @@ esac
 
 # --- build -------------------------------------------------------------------------------------
 cd "$ROOT"
-# Every crate spin.toml and payments.toml point at (target/wasm32-wasip2/release/<crate>.wasm).
-mapfile -t WASM_CRATES < <(grep -ho 'target/wasm32-wasip2/release/[a-z0-9_]*\.wasm' spin.toml payments.toml \
+# Every crate spin.toml, payments.toml and the payment core's manifest point at
+# (target/wasm32-wasip2/release/<crate>.wasm).
+mapfile -t WASM_CRATES < <(grep -ho 'target/wasm32-wasip2/release/[a-z0-9_]*\.wasm' spin.toml payments.toml payments/spin.toml \
     | sed -e 's#.*/##' -e 's#\.wasm$##' -e 's#_#-#g' | sort -u)
 [ "${#WASM_CRATES[@]}" -gt 0 ] || die "no components found in spin.toml"
 log "building ${WASM_CRATES[*]} (wasm32-wasip2, release)"
@@ -78,22 +79,26 @@ done
 
 sed "s#target/wasm32-wasip2/release/#$WASM_DIR/#g" spin.toml >"$WORK/spin.toml"
 cp runtime-config.toml "$WORK/runtime-config.toml"
-# payments.toml on this run's ports, with the built plugins, and with the fraud thresholds out
-# of reach: the benchmark sends many checkouts from one address with the same test card, which
-# velocity scoring rightly blocks; it measures checkout, not fraud screening (as the checkout
-# test does).
-python3 - "$ROOT/payments.toml" "$WORK/payments.toml" "$PAYMENTS_PORT" "$SIMULATOR_PORT" "$WASM_DIR" <<'EOF'
+# payments.toml on this run's ports with the built plugins, and the payment core's manifest
+# with the built core and the fraud thresholds at the core's maximum: the benchmark sends many
+# checkouts from one address with the same test card, which velocity scoring rightly blocks; it
+# measures checkout, not fraud screening (as the checkout test does).
+mkdir -p "$WORK/payments"
+python3 - "$ROOT" "$WORK" "$PAYMENTS_PORT" "$SIMULATOR_PORT" "$WASM_DIR" <<'EOF'
 import re, sys
-src, dst, payments_port, simulator_port, wasm_dir = sys.argv[1:]
-text = open(src).read()
+root, work, payments_port, simulator_port, wasm_dir = sys.argv[1:]
+text = open(f"{root}/payments.toml").read()
 text = text.replace("127.0.0.1:3100", f"127.0.0.1:{payments_port}")
 text = text.replace("127.0.0.1:3101", f"127.0.0.1:{simulator_port}")
 text = text.replace("target/wasm32-wasip2/release/", wasm_dir + "/")
-text, n1 = re.subn(r"(?m)^review_at = .*$", "review_at = 100000", text)
-text, n2 = re.subn(r"(?m)^block_at = .*$", "block_at = 100001", text)
+open(f"{work}/payments.toml", "w").write(text)
+core = open(f"{root}/payments/spin.toml").read()
+core = core.replace("../target/wasm32-wasip2/release/", wasm_dir + "/")
+core, n1 = re.subn(r'(?m)^fraud_review_at = .*$', 'fraud_review_at = { default = "9999" }', core)
+core, n2 = re.subn(r'(?m)^fraud_block_at = .*$', 'fraud_block_at = { default = "10000" }', core)
 if (n1, n2) != (1, 1):
-    sys.exit("payments.toml: [fraud] review_at/block_at not found")
-open(dst, "w").write(text)
+    sys.exit("payments/spin.toml: fraud_review_at/fraud_block_at not found")
+open(f"{work}/payments/spin.toml", "w").write(core)
 EOF
 # A fresh signing key for this run's access tokens (the client mints them).
 SEED="$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode())')"
