@@ -330,9 +330,14 @@ async fn checkout(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
     if store::cancel_requested(&db, &order_id)? {
         // The customer cancelled this order; a retried checkout must not push it forward.
         let _ = store::pause_saga(&db, &order_id, "cancellation requested");
-        return Err(
-            Problem::conflict("The order was cancelled").with_extension("order_id", order_id)
-        );
+        // The same problem as the saga's answer for an order already cancelled, so a client
+        // sees one shape (`code: cancelled`, `order_id`) whichever path noticed the cancel.
+        return Err(checkout_failure(
+            409,
+            "cancelled",
+            "The order was cancelled",
+            &order_id,
+        ));
     }
 
     let stored = match store::load(&db, &order_id)? {
@@ -370,6 +375,26 @@ struct Idem<'a> {
     token: Option<ClaimToken>,
 }
 
+/// The problem a checkout that did not succeed answers: `code` says why (its title and type
+/// follow from it), `order_id` names the order.
+fn checkout_failure(status: u16, code: &str, detail: impl Into<String>, order_id: &str) -> Problem {
+    Problem::new(
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::CONFLICT),
+        detail,
+    )
+    .with_title(match code {
+        "out_of_stock" => "Out of stock",
+        "payment_declined" => "Payment declined",
+        _ => "Checkout failed",
+    })
+    .with_type(format!(
+        "https://bazaar.dev/problems/{}",
+        code.replace('_', "-")
+    ))
+    .with_extension("code", code)
+    .with_extension("order_id", order_id)
+}
+
 /// Records a saga's end: the saga row, the idempotency answer and the HTTP response.
 fn finish_checkout(
     ctx: &Ctx,
@@ -386,21 +411,7 @@ fn finish_checkout(
             code,
             detail,
         } => {
-            let problem = Problem::new(
-                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::CONFLICT),
-                detail,
-            )
-            .with_title(match code.as_str() {
-                "out_of_stock" => "Out of stock",
-                "payment_declined" => "Payment declined",
-                _ => "Checkout failed",
-            })
-            .with_type(format!(
-                "https://bazaar.dev/problems/{}",
-                code.replace('_', "-")
-            ))
-            .with_extension("code", code)
-            .with_extension("order_id", order.order.id.clone());
+            let problem = checkout_failure(status, &code, detail, &order.order.id);
             (
                 status,
                 serde_json::from_slice(&problem.to_json_vec()).unwrap_or(Value::Null),
@@ -804,4 +815,36 @@ async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
         publish(ctx, &db);
     }
     Ok(ctx.json(200, &json!({"recovered": report})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_checkout_names_why_and_the_order() {
+        // Both places that refuse a retried checkout of a cancelled order build this problem.
+        let problem = checkout_failure(409, "cancelled", "The order was cancelled", "ord_1");
+        let json: Value = serde_json::from_slice(&problem.to_json_vec()).unwrap();
+        assert_eq!(
+            (
+                &json["status"],
+                &json["code"],
+                &json["order_id"],
+                &json["type"],
+                &json["title"]
+            ),
+            (
+                &serde_json::json!(409),
+                &serde_json::json!("cancelled"),
+                &serde_json::json!("ord_1"),
+                &serde_json::json!("https://bazaar.dev/problems/cancelled"),
+                &serde_json::json!("Checkout failed")
+            )
+        );
+        let declined = checkout_failure(422, "payment_declined", "Declined", "ord_2");
+        let json: Value = serde_json::from_slice(&declined.to_json_vec()).unwrap();
+        assert_eq!(json["title"], "Payment declined");
+        assert_eq!(json["type"], "https://bazaar.dev/problems/payment-declined");
+    }
 }
