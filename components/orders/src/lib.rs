@@ -8,7 +8,8 @@
 //! * internal: `POST /internal/jobs/recover` (resumes stalled sagas), `POST /internal/jobs/outbox`,
 //!   `GET /internal/events?after=`, `POST /internal/admin/migrate`; `GET /health/live|ready`.
 //!
-//! Component variables: `database`, `redis_address`.
+//! Component variables: `database`, `redis_address`, `customer_action_timeout_secs` (how long
+//! a checkout waits for the customer to authorize a payment that names no expiry; default 1800).
 
 #![allow(clippy::result_large_err)]
 
@@ -92,8 +93,17 @@ async fn route(ctx: &Ctx, request: &Request) -> Result<Response, Problem> {
             &["GET", "POST"],
         )),
         (Method::Get, ["api", "v1", "orders", id]) => {
-            let stored = owned_order(ctx, &open_db()?, valid_id(id)?)?;
-            Ok(ctx.json(200, &render(&stored)))
+            let db = open_db()?;
+            let stored = owned_order(ctx, &db, valid_id(id)?)?;
+            let mut order = render(&stored);
+            // A pending order may be waiting for the customer to authorize its payment: show
+            // where, from the saga's own row (no call to payments per read).
+            if stored.order.status == Status::Pending
+                && let Some(payment) = store::pending_payment(&db, &stored.order.id)?
+            {
+                order["payment"] = payment;
+            }
+            Ok(ctx.json(200, &order))
         }
         (Method::Get, ["api", "v1", "orders", id, "events"]) => {
             let db = open_db()?;
@@ -395,6 +405,9 @@ fn checkout_failure(status: u16, code: &str, detail: impl Into<String>, order_id
     .with_extension("order_id", order_id)
 }
 
+/// How soon a client polling a checkout that waits for the customer should ask again (seconds).
+const CUSTOMER_POLL_SECS: &str = "5";
+
 /// Records a saga's end: the saga row, the idempotency answer and the HTTP response.
 fn finish_checkout(
     ctx: &Ctx,
@@ -432,6 +445,26 @@ fn finish_checkout(
             );
             response.set_header("retry-after", "5");
             return Ok((503, response));
+        }
+        Outcome::AwaitingCustomer { order, payment } => {
+            let payment_json = payment.to_json();
+            store::await_customer(db, order_id, payment.wait_until, &payment_json)?;
+            // Not a final answer: the key is given back, so a retry under it runs the saga
+            // again and answers the order as it stands then (202 while waiting, 201 once paid).
+            if let Some(Idem {
+                scope,
+                key,
+                token: Some(token),
+            }) = idem
+            {
+                idempotency::release_claim(db, scope, key, token)?;
+            }
+            let mut body = render(&order);
+            body["payment"] = payment_json;
+            let mut response = ctx.json(202, &body);
+            response.set_header("retry-after", CUSTOMER_POLL_SECS);
+            response.set_header("location", format!("/api/v1/orders/{order_id}").as_str());
+            return Ok((202, response));
         }
     };
     let text = body.to_string();
@@ -793,6 +826,7 @@ async fn recover(ctx: &Ctx) -> Result<Response, Problem> {
             Outcome::Paid(_) => "paid",
             Outcome::Failed { .. } => "failed",
             Outcome::Stalled(_) => "stalled",
+            Outcome::AwaitingCustomer { .. } => "awaiting_customer",
         };
         finish_checkout(
             ctx,

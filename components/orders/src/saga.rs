@@ -31,6 +31,71 @@ pub enum Outcome {
     },
     /// Stopped on an unknown outcome; resume later.
     Stalled(String),
+    /// The payment waits for the customer (wallet approval, crypto invoice): the order stays
+    /// `pending` and the recovery job polls the payment until it settles or `payment.wait_until`.
+    AwaitingCustomer {
+        order: Stored,
+        payment: PendingPayment,
+    },
+}
+
+/// A payment that needs the customer to act before it is authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPayment {
+    pub id: String,
+    /// Where the customer acts (approval link, invoice checkout link).
+    pub next_action: String,
+    /// When the provider gives the authorization up, as the payment answer says (RFC 3339).
+    pub authorization_expires_at: Option<String>,
+    /// When the saga gives up waiting (Unix ms): see [`customer_deadline`].
+    pub wait_until: i64,
+}
+
+impl PendingPayment {
+    /// The `payment` member of a checkout answer and of the order while it waits.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "status": "requires_authorization",
+            "next_action": self.next_action,
+            "authorization_expires_at": self.authorization_expires_at,
+        })
+    }
+}
+
+/// How long the saga waits for a customer to authorize a payment whose answer names no expiry
+/// (`customer_action_timeout_secs`).
+pub const DEFAULT_CUSTOMER_ACTION_TIMEOUT_SECS: i64 = 1800;
+
+/// The `customer_action_timeout_secs` variable in milliseconds; the default when unset or not
+/// a positive number of seconds (pure, unit-tested).
+pub fn customer_action_timeout_ms(raw: Option<&str>) -> i64 {
+    raw.and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|secs| *secs > 0)
+        .unwrap_or(DEFAULT_CUSTOMER_ACTION_TIMEOUT_SECS)
+        .saturating_mul(1000)
+}
+
+fn configured_customer_action_timeout_ms() -> i64 {
+    customer_action_timeout_ms(
+        spin_sdk::variables::get("customer_action_timeout_secs")
+            .ok()
+            .as_deref(),
+    )
+}
+
+/// When the saga stops waiting for the customer (Unix ms, pure): the payment's own expiry when
+/// the provider gives one (the authorization cannot complete after it); otherwise the deadline
+/// the first wait recorded, so polling never pushes it forward; otherwise `timeout_ms` from now.
+pub fn customer_deadline(
+    expires_at: Option<i64>,
+    recorded: Option<i64>,
+    now: i64,
+    timeout_ms: i64,
+) -> i64 {
+    expires_at
+        .or(recorded)
+        .unwrap_or_else(|| now.saturating_add(timeout_ms))
 }
 
 pub struct Saga<'a> {
@@ -91,7 +156,9 @@ impl Saga<'_> {
                     return Outcome::Failed {
                         status: match failure.as_ref().map(|f| f.code.as_str()) {
                             Some("out_of_stock") => 409,
-                            Some("payment_declined") => 422,
+                            // The payment was refused or the customer did not complete it: the
+                            // customer's to fix (another method), not a gateway failure.
+                            Some("payment_declined" | "payment_expired") => 422,
                             _ => 502,
                         },
                         code: failure.as_ref().map_or("failed".into(), |f| f.code.clone()),
@@ -104,6 +171,12 @@ impl Saga<'_> {
             match step {
                 Ok(Step::Next(next)) => stored = *next,
                 Ok(Step::Stall(why)) => return Outcome::Stalled(why),
+                Ok(Step::AwaitCustomer(payment)) => {
+                    return Outcome::AwaitingCustomer {
+                        order: stored,
+                        payment,
+                    };
+                }
                 Err(why) => return Outcome::Stalled(why),
             }
         }
@@ -186,30 +259,49 @@ impl Saga<'_> {
                 id: payment_id,
                 status,
             } => {
-                let mut status = status;
-                if status == "requires_authorization" {
-                    // The stored first answer may be stale: ask for the current state.
-                    if let Some(fresh) = self.payment_status_of(stored, &payment_id).await {
-                        status = fresh;
-                    }
-                }
-                match status.as_str() {
-                    "authorized" | "captured" => self
+                // The answer stored under the key is the first one and may be stale while the
+                // payment waited for the customer: the payment itself says where it stands.
+                let payment = if status == "requires_authorization" {
+                    self.payment_of(stored, &payment_id)
+                        .await
+                        .unwrap_or(answer.body)
+                } else {
+                    answer.body
+                };
+                match classify_payment(&payment) {
+                    PaymentState::Authorized => self
                         .append(stored, Event::PaymentAuthorized { payment_id })
                         .map(|s| Step::Next(Box::new(s))),
-                    "requires_authorization" => Ok(Step::Stall(
-                        "waiting for the customer to authorize the payment".into(),
-                    )),
-                    other => {
+                    PaymentState::AwaitingCustomer {
+                        next_action,
+                        authorization_expires_at,
+                    } => {
+                        let now = bazaar_platform::time::now_millis();
+                        let recorded = store::customer_wait(self.db, &stored.order.id)
+                            .map_err(|e| e.to_string())?;
+                        let wait_until = customer_deadline(
+                            authorization_expires_at
+                                .as_deref()
+                                .and_then(bazaar_platform::time::parse_rfc3339),
+                            recorded,
+                            now,
+                            configured_customer_action_timeout_ms(),
+                        );
+                        if now >= wait_until {
+                            return self.expire(stored).await;
+                        }
+                        Ok(Step::AwaitCustomer(PendingPayment {
+                            id: payment_id,
+                            next_action,
+                            authorization_expires_at,
+                            wait_until,
+                        }))
+                    }
+                    PaymentState::Unsettled(why) => Ok(Step::Stall(why)),
+                    PaymentState::Ended { code, reason } => {
                         self.release(stored).await?;
-                        self.append(
-                            stored,
-                            Event::Failed {
-                                reason: format!("The payment ended {other}"),
-                                code: "payment_declined".into(),
-                            },
-                        )
-                        .map(|s| Step::Next(Box::new(s)))
+                        self.append(stored, Event::Failed { reason, code })
+                            .map(|s| Step::Next(Box::new(s)))
                     }
                 }
             }
@@ -238,6 +330,21 @@ impl Saga<'_> {
             }
             Authorization::Unknown(why) => Ok(Step::Stall(why)),
         }
+    }
+
+    /// The customer did not authorize in time: void the payment (so a late approval cannot
+    /// authorize it), release the stock and fail the order `payment_expired`.
+    async fn expire(&self, stored: &Stored) -> Result<Step, String> {
+        self.void(stored).await?;
+        self.release(stored).await?;
+        self.append(
+            stored,
+            Event::Failed {
+                reason: "The payment was not authorized by the customer in time".into(),
+                code: "payment_expired".into(),
+            },
+        )
+        .map(|s| Step::Next(Box::new(s)))
     }
 
     async fn capture(&self, stored: &Stored) -> Result<Step, String> {
@@ -444,6 +551,14 @@ impl Saga<'_> {
 
     /// The status of payment `payment_id` (read as the order's customer), if it can be read.
     async fn payment_status_of(&self, stored: &Stored, payment_id: &str) -> Option<String> {
+        self.payment_of(stored, payment_id)
+            .await
+            .and_then(|p| p["status"].as_str().map(str::to_owned))
+    }
+
+    /// Payment `payment_id` as the payment service answers it (read as the order's customer),
+    /// if it can be read.
+    async fn payment_of(&self, stored: &Stored, payment_id: &str) -> Option<Value> {
         let answer = call(
             Method::Get,
             &format!("{PAYMENTS}/api/v1/payments/{payment_id}"),
@@ -452,9 +567,7 @@ impl Saga<'_> {
         )
         .await
         .ok()?;
-        (answer.status == 200)
-            .then(|| answer.body["status"].as_str().map(str::to_owned))
-            .flatten()
+        (answer.status == 200).then_some(answer.body)
     }
 
     /// Refunds what was captured. Refunds are admin-only at the payment host; the orders
@@ -506,6 +619,63 @@ impl From<InventoryError> for String {
 pub enum Step {
     Next(Box<Stored>),
     Stall(String),
+    /// The payment waits for the customer; poll it, do not count it as a stall.
+    AwaitCustomer(PendingPayment),
+}
+
+/// Where an existing payment stands for the authorize step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Authorized, or already settled (a crypto invoice paid goes straight to `captured`).
+    Authorized,
+    /// Waiting for the customer to act at `next_action`.
+    AwaitingCustomer {
+        next_action: String,
+        authorization_expires_at: Option<String>,
+    },
+    /// `requires_authorization` with nothing for the customer to do (the provider's answer is
+    /// unknown), or an unexpected answer: only asking again settles it.
+    Unsettled(String),
+    /// The payment ended without money held: the order fails with `code`.
+    Ended { code: String, reason: String },
+}
+
+/// Reads a payment (its JSON as the payment service answers it) for the saga (pure,
+/// unit-tested).
+pub fn classify_payment(payment: &Value) -> PaymentState {
+    let text = |field: &str| {
+        payment[field]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    match payment["status"].as_str().unwrap_or("") {
+        "authorized" | "captured" => PaymentState::Authorized,
+        "requires_authorization" => match text("next_action") {
+            Some(next_action) => PaymentState::AwaitingCustomer {
+                next_action,
+                authorization_expires_at: text("authorization_expires_at"),
+            },
+            None => PaymentState::Unsettled(format!(
+                "the payment requires authorization with no customer action: {}",
+                text("failure_code").unwrap_or_default()
+            )),
+        },
+        // Voided before it was authorized: the wallet order or invoice expired (or the saga's
+        // own deadline voided it).
+        "voided" => PaymentState::Ended {
+            code: "payment_expired".into(),
+            reason: "The payment expired before the customer authorized it".into(),
+        },
+        "" => PaymentState::Unsettled(format!("payment answer without a status: {payment}")),
+        other => PaymentState::Ended {
+            code: "payment_declined".into(),
+            reason: match text("failure_message") {
+                Some(message) => format!("The payment ended {other}: {message}"),
+                None => format!("The payment ended {other}"),
+            },
+        },
+    }
 }
 
 /// What an answer of `POST /api/v1/payments` (authorize) means for the saga.
@@ -665,6 +835,112 @@ mod tests {
         assert!(
             !authorize_may_have_run(&order),
             "a recorded payment is voided by its id"
+        );
+    }
+
+    #[test]
+    fn a_payment_waiting_for_the_customer_is_told_apart_from_an_unknown_outcome() {
+        let waiting = json!({"id": "pay_1", "status": "requires_authorization",
+                             "next_action": "/sandbox/wallet/checkoutnow?token=W1"});
+        assert_eq!(
+            classify_payment(&waiting),
+            PaymentState::AwaitingCustomer {
+                next_action: "/sandbox/wallet/checkoutnow?token=W1".into(),
+                authorization_expires_at: None,
+            }
+        );
+        let invoice = json!({"status": "requires_authorization", "next_action": "https://pay/i/1",
+                             "authorization_expires_at": "2026-12-07T01:00:00Z"});
+        assert_eq!(
+            classify_payment(&invoice),
+            PaymentState::AwaitingCustomer {
+                next_action: "https://pay/i/1".into(),
+                authorization_expires_at: Some("2026-12-07T01:00:00Z".into()),
+            }
+        );
+        // Nothing for the customer to do: the provider's answer is unknown, so it stays a
+        // stall (counted toward the attempt limit), not a wait.
+        for unknown in [
+            json!({"status": "requires_authorization", "failure_code": "outcome_unknown"}),
+            json!({"status": "requires_authorization", "next_action": ""}),
+            json!({"id": "pay_1"}),
+        ] {
+            assert!(
+                matches!(classify_payment(&unknown), PaymentState::Unsettled(_)),
+                "{unknown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_settled_payment_moves_the_order_on_or_ends_it_with_why() {
+        for status in ["authorized", "captured"] {
+            assert_eq!(
+                classify_payment(&json!({"status": status})),
+                PaymentState::Authorized
+            );
+        }
+        assert_eq!(
+            classify_payment(&json!({"status": "voided"})),
+            PaymentState::Ended {
+                code: "payment_expired".into(),
+                reason: "The payment expired before the customer authorized it".into(),
+            }
+        );
+        assert_eq!(
+            classify_payment(&json!({"status": "failed", "failure_message": "the payer declined"})),
+            PaymentState::Ended {
+                code: "payment_declined".into(),
+                reason: "The payment ended failed: the payer declined".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn the_wait_ends_at_the_payment_expiry_else_at_the_first_waits_deadline() {
+        let minute = 60_000;
+        // The provider's expiry wins: the authorization cannot complete after it.
+        assert_eq!(
+            customer_deadline(Some(5 * minute), None, 0, 30 * minute),
+            5 * minute
+        );
+        assert_eq!(
+            customer_deadline(Some(5 * minute), Some(30 * minute), 0, 30 * minute),
+            5 * minute
+        );
+        // No expiry: the first wait sets now + timeout, and later polls keep that deadline
+        // rather than pushing it forward.
+        let first = customer_deadline(None, None, 1_000, 30 * minute);
+        assert_eq!(first, 1_000 + 30 * minute);
+        assert_eq!(
+            customer_deadline(None, Some(first), 20 * minute, 30 * minute),
+            first
+        );
+    }
+
+    #[test]
+    fn the_customer_action_timeout_is_whole_positive_seconds_else_the_default() {
+        assert_eq!(customer_action_timeout_ms(None), 1_800_000);
+        assert_eq!(customer_action_timeout_ms(Some("5")), 5_000);
+        assert_eq!(customer_action_timeout_ms(Some(" 60 ")), 60_000);
+        for bad in ["", "0", "-3", "1.5", "soon"] {
+            assert_eq!(customer_action_timeout_ms(Some(bad)), 1_800_000, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_waiting_payment_shows_the_customer_where_to_act() {
+        let payment = PendingPayment {
+            id: "pay_1".into(),
+            next_action: "/sandbox/wallet/checkoutnow?token=W1".into(),
+            authorization_expires_at: None,
+            wait_until: 42,
+        };
+        assert_eq!(
+            payment.to_json(),
+            json!({"id": "pay_1", "status": "requires_authorization",
+                   "next_action": "/sandbox/wallet/checkoutnow?token=W1",
+                   "authorization_expires_at": null})
         );
     }
 }

@@ -59,6 +59,15 @@ CREATE INDEX sagas_open ON sagas (done, lease_until);",
     ),
     // Catch-up positions in commit order (a concurrent commit can no longer be skipped).
     outbox::migration_v2(5),
+    // A checkout whose payment waits for the customer (wallet approval, crypto invoice) is
+    // polled until this deadline instead of counting stalls; the payment's id and link are
+    // kept so the order can show the customer where to act without asking payments per read.
+    Migration::portable(
+        6,
+        "sagas remember a payment waiting for the customer",
+        "ALTER TABLE sagas ADD COLUMN wait_until BIGINT;
+ALTER TABLE sagas ADD COLUMN pending_payment TEXT;",
+    ),
 ];
 
 #[derive(Debug)]
@@ -288,13 +297,67 @@ pub fn lease_saga(
     Ok(taken == 1)
 }
 
-/// Ends the saga (its order reached a resting state) and frees the lease.
+/// Ends the saga (its order reached a resting state) and frees the lease. Nothing waits for
+/// the customer any more.
 pub fn finish_saga(db: &Database, order_id: &str) -> Result<(), DbError> {
     db.execute(
-        "UPDATE sagas SET done = ?, lease_until = 0, updated_at = ? WHERE order_id = ?",
+        "UPDATE sagas SET done = ?, lease_until = 0, wait_until = NULL, pending_payment = NULL, \
+         updated_at = ? WHERE order_id = ?",
         &[true.into(), time::now_millis().into(), order_id.into()],
     )?;
     Ok(())
+}
+
+/// Gives the lease back while the payment waits for the customer: records the deadline and
+/// the payment (its JSON for the order's readers) and starts the stall count afresh, because
+/// waiting for a person is not a failed attempt — only the deadline ends the wait.
+pub fn await_customer(
+    db: &Database,
+    order_id: &str,
+    wait_until: i64,
+    payment: &serde_json::Value,
+) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE sagas SET lease_until = 0, attempts = 0, wait_until = ?, pending_payment = ?, \
+         last_error = ?, updated_at = ? WHERE order_id = ?",
+        &[
+            wait_until.into(),
+            payment.to_string().into(),
+            "waiting for the customer to authorize the payment".into(),
+            time::now_millis().into(),
+            order_id.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The deadline recorded when the order's payment started waiting for the customer, if it is.
+pub fn customer_wait(db: &Database, order_id: &str) -> Result<Option<i64>, DbError> {
+    Ok(db
+        .query_opt(
+            "SELECT wait_until FROM sagas WHERE order_id = ?",
+            &[order_id.into()],
+        )?
+        .map(|r| r.opt_i64("wait_until"))
+        .transpose()?
+        .flatten())
+}
+
+/// The payment the order waits on the customer for (as [`await_customer`] recorded it).
+pub fn pending_payment(
+    db: &Database,
+    order_id: &str,
+) -> Result<Option<serde_json::Value>, DbError> {
+    let Some(row) = db.query_opt(
+        "SELECT pending_payment FROM sagas WHERE order_id = ? AND done = ?",
+        &[order_id.into(), false.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    row.opt_text("pending_payment")?
+        .map(|text| serde_json::from_str(&text).map_err(|e| DbError::Decode(e.to_string())))
+        .transpose()
 }
 
 /// Forgets the saga of an order that was never created (its checkout failed before the first
