@@ -219,9 +219,8 @@ api_key = "sk_test_bazaar"
     assert_eq!(payment.body["status"], "authorized");
     assert_eq!(payment.body["user_id"], "usr_pay_customer");
     let id = payment.body["id"].as_str().unwrap().to_owned();
-    // The Idempotency-Key: the same request again is the first answer (status and body; the
-    // payment routes send no `Idempotent-Replayed` marker, as the document says); another body
-    // under the key is 422; no key is 400.
+    // The Idempotency-Key: the same request again is the first answer (status and body, marked
+    // `Idempotent-Replayed`); another body under the key is 422; no key is 400.
     let first = json!({"order_id": "ord_shop_1", "amount": {"amount": 4200, "currency": "EUR"},
                        "payment_method": pm});
     let a = api
@@ -235,6 +234,13 @@ api_key = "sk_test_bazaar"
         )
         .await;
     assert_eq!((a.status, &a.body), (201, &payment.body));
+    assert_eq!(
+        a.headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert!(payment.headers.get("idempotent-replayed").is_none());
     let mut other = first.clone();
     other["amount"]["amount"] = json!(4300);
     let a = api

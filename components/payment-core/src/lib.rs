@@ -104,6 +104,10 @@ fn answer_response(ctx: &Ctx, answer: Answer) -> Response {
         ctx.json(answer.status, &answer.body)
     };
     response.set_header("cache-control", "no-store");
+    if answer.replayed {
+        // As the orders service marks it (Stripe's `Idempotent-Replayed`).
+        response.set_header("idempotent-replayed", "true");
+    }
     response
 }
 

@@ -35,6 +35,8 @@ pub struct Caller {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The stored answer of an earlier request with the same Idempotency-Key.
+    pub replayed: bool,
 }
 
 /// How long claims and leases last, derived from the host's provider-call deadline.
@@ -166,6 +168,7 @@ impl Service<'_> {
         let token = match claimed {
             Claimed::Replay { status, body } => {
                 return Ok(Answer {
+                    replayed: true,
                     status,
                     body: serde_json::from_str(&body).unwrap_or(Value::Null),
                 });
@@ -286,6 +289,7 @@ impl Service<'_> {
             ],
         );
         Ok(Answer {
+            replayed: false,
             status: 201,
             body: out,
         })
@@ -332,6 +336,7 @@ impl Service<'_> {
     pub fn get(&self, id: &str, caller: &Caller) -> Result<Answer, Fail> {
         let p = self.current(self.visible(id, caller)?)?;
         Ok(Answer {
+            replayed: false,
             status: 200,
             body: self.render(&p, caller)?,
         })
@@ -341,6 +346,7 @@ impl Service<'_> {
         let p = self.current(self.visible(id, caller)?)?;
         let items = store::events_for(self.db, &p.id)?;
         Ok(Answer {
+            replayed: false,
             status: 200,
             body: json!({"items": items, "next_cursor": null}),
         })
@@ -422,6 +428,7 @@ impl Service<'_> {
                 let p = store::payment(self.db, &id)?.ok_or_else(not_found)?;
                 if p.status != Status::RequiresAuthorization || p.provider_ref.is_some() {
                     return Ok(Answer {
+                        replayed: false,
                         status: 201,
                         body: self.render(&p, caller)?,
                     });
@@ -598,6 +605,7 @@ impl Service<'_> {
         let verdict = rules::authorization(&mut p, &outcome);
         let result = match rules::authorization_problem(&verdict, &p.id) {
             None => Ok(Answer {
+                replayed: false,
                 status: 201,
                 body: self.render(&p, caller)?,
             }),
@@ -687,6 +695,7 @@ impl Service<'_> {
             rules::apply_provider(&mut p, &pp);
             p.updated_at = time::now_millis();
             let answer = Answer {
+                replayed: false,
                 status: 200,
                 body: self.render(&p, caller)?,
             };
@@ -749,6 +758,7 @@ impl Service<'_> {
                 ],
             );
             Answer {
+                replayed: false,
                 status: 200,
                 body: json!({"received": true, "duplicate": true}),
             }
@@ -765,6 +775,7 @@ impl Service<'_> {
                 ],
             );
             return Ok(Answer {
+                replayed: false,
                 status: 200,
                 body: json!({"received": true, "applied": false}),
             });
@@ -811,6 +822,7 @@ impl Service<'_> {
             ],
         );
         Ok(Answer {
+            replayed: false,
             status: 200,
             body: json!({"received": true, "applied": applied}),
         })

@@ -96,7 +96,14 @@ async fn handle(request: Request) -> Response {
             response.status(status);
             for (name, value) in upstream.headers() {
                 if let (true, Some(value)) = (
-                    matches!(name, "content-type" | "cache-control" | "retry-after"),
+                    matches!(
+                        name,
+                        "content-type"
+                            | "cache-control"
+                            | "retry-after"
+                            | "allow"
+                            | "idempotent-replayed"
+                    ),
                     value.as_str(),
                 ) {
                     response.header(name, value);
