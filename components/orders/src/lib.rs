@@ -36,7 +36,8 @@ const COMPONENT: &str = "orders";
 const SAGA_LEASE_MS: i64 = 30_000;
 /// Idempotency claims of a checkout in flight; longer than the saga lease.
 const IDEMPOTENCY_LOCK_MS: i64 = 60_000;
-/// After this many stalled attempts the recovery job compensates instead of retrying.
+/// After this many stalled attempts the recovery job compensates instead of retrying. Waiting for
+/// the customer to authorize a payment is not a stalled attempt (its deadline ends it instead).
 const MAX_SAGA_ATTEMPTS: i64 = 20;
 
 #[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]

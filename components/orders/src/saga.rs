@@ -8,6 +8,10 @@
 //! `failed` with the reason. On an unknown outcome (a service unreachable mid-call) the saga
 //! stops where it is; every step is idempotent (reservation id and payment idempotency keys are
 //! derived from the order id), so the recovery job simply runs it again from the current state.
+//! A payment that waits for the customer (wallet approval, crypto invoice) is neither: the saga
+//! answers [`Outcome::AwaitingCustomer`] and the recovery job polls the payment, without counting
+//! it as a stalled attempt, until it settles or [`customer_deadline`] passes (then void, release,
+//! `payment_expired`).
 
 use bazaar_platform::Database;
 use serde_json::{Value, json};
