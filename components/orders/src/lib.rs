@@ -9,7 +9,7 @@
 //!   `GET /internal/events?after=`, `POST /internal/admin/migrate`; `GET /health/live|ready`.
 //!
 //! Component variables: `database`, `redis_address`, `customer_action_timeout_secs` (how long
-//! a checkout waits for the customer to authorize a payment that names no expiry; default 1800).
+//! a checkout waits at most for the customer to authorize a payment; default 600, below the stock hold).
 
 #![allow(clippy::result_large_err)]
 
@@ -437,6 +437,18 @@ fn finish_checkout(
                 &[("order_id", order_id.into()), ("why", why.clone().into())],
             );
             store::pause_saga(db, order_id, &why)?;
+            // Not a final answer either: the key is given back, so the retry the answer asks
+            // for (Retry-After) runs the saga again instead of finding the key "in progress"
+            // until its lock lapses. The saga lease keeps that retry and the recovery job from
+            // running it twice.
+            if let Some(Idem {
+                scope,
+                key,
+                token: Some(token),
+            }) = &idem
+            {
+                idempotency::release_claim(db, scope, key, *token)?;
+            }
             let mut response = ctx.problem(
                 Problem::service_unavailable(
                     "The checkout could not finish right now; it is resumed automatically. \

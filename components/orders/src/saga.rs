@@ -69,7 +69,7 @@ impl PendingPayment {
 
 /// How long the saga waits for a customer to authorize a payment whose answer names no expiry
 /// (`customer_action_timeout_secs`).
-pub const DEFAULT_CUSTOMER_ACTION_TIMEOUT_SECS: i64 = 1800;
+pub const DEFAULT_CUSTOMER_ACTION_TIMEOUT_SECS: i64 = 600;
 
 /// The `customer_action_timeout_secs` variable in milliseconds; the default when unset or not
 /// a positive number of seconds (pure, unit-tested).
@@ -89,17 +89,19 @@ fn configured_customer_action_timeout_ms() -> i64 {
 }
 
 /// When the saga stops waiting for the customer (Unix ms, pure): the payment's own expiry when
-/// the provider gives one (the authorization cannot complete after it); otherwise the deadline
-/// the first wait recorded, so polling never pushes it forward; otherwise `timeout_ms` from now.
+/// the provider gives one (the authorization cannot complete after it), but never later than
+/// the saga's own limit — the deadline the first wait recorded, so polling never pushes it
+/// forward, else `timeout_ms` from now. The limit keeps the wait inside the stock hold
+/// (`customer_action_timeout_secs` is set below `reservation_ttl_secs`): a payer approving
+/// after the hold lapsed would only see the order fail `reservation_expired`.
 pub fn customer_deadline(
     expires_at: Option<i64>,
     recorded: Option<i64>,
     now: i64,
     timeout_ms: i64,
 ) -> i64 {
-    expires_at
-        .or(recorded)
-        .unwrap_or_else(|| now.saturating_add(timeout_ms))
+    let limit = recorded.unwrap_or_else(|| now.saturating_add(timeout_ms));
+    expires_at.map_or(limit, |expiry| expiry.min(limit))
 }
 
 pub struct Saga<'a> {
@@ -903,7 +905,7 @@ mod tests {
     #[test]
     fn the_wait_ends_at_the_payment_expiry_else_at_the_first_waits_deadline() {
         let minute = 60_000;
-        // The provider's expiry wins: the authorization cannot complete after it.
+        // A sooner provider expiry wins: the authorization cannot complete after it.
         assert_eq!(
             customer_deadline(Some(5 * minute), None, 0, 30 * minute),
             5 * minute
@@ -914,6 +916,11 @@ mod tests {
         );
         // No expiry: the first wait sets now + timeout, and later polls keep that deadline
         // rather than pushing it forward.
+        // A provider expiry beyond the saga's limit does not extend the wait past the limit.
+        assert_eq!(
+            customer_deadline(Some(60 * minute), None, 0, 10 * minute),
+            10 * minute
+        );
         let first = customer_deadline(None, None, 1_000, 30 * minute);
         assert_eq!(first, 1_000 + 30 * minute);
         assert_eq!(
@@ -924,11 +931,11 @@ mod tests {
 
     #[test]
     fn the_customer_action_timeout_is_whole_positive_seconds_else_the_default() {
-        assert_eq!(customer_action_timeout_ms(None), 1_800_000);
+        assert_eq!(customer_action_timeout_ms(None), 600_000);
         assert_eq!(customer_action_timeout_ms(Some("5")), 5_000);
         assert_eq!(customer_action_timeout_ms(Some(" 60 ")), 60_000);
         for bad in ["", "0", "-3", "1.5", "soon"] {
-            assert_eq!(customer_action_timeout_ms(Some(bad)), 1_800_000, "{bad:?}");
+            assert_eq!(customer_action_timeout_ms(Some(bad)), 600_000, "{bad:?}");
         }
     }
 
