@@ -7,6 +7,7 @@
 //! (`customer_action_timeout_secs`) the job voids the payment, releases the stock and fails the
 //! order `payment_expired`.
 
+mod openapi_support;
 mod payments_support;
 use payments_support::common;
 
@@ -212,6 +213,22 @@ impl Shop {
         );
         assert!(order["payment"]["id"].is_string(), "{order}");
         assert!(order["payment"]["next_action"].is_string(), "{order}");
+        // The answer as docs/openapi.yaml documents checkout's 202.
+        let doc = openapi_support::document();
+        let documented = &doc["paths"]["/api/v1/orders"]["post"]["responses"]["202"];
+        let mut errors = Vec::new();
+        openapi_support::validate(
+            &doc,
+            &documented["content"]["application/json"]["schema"],
+            &order,
+            "$",
+            &mut errors,
+        );
+        assert!(
+            errors.is_empty(),
+            "202 vs the document: {errors:?}\n{order}"
+        );
+        assert!(headers.contains_key("location"), "{headers:?}");
         order
     }
 
