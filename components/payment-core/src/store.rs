@@ -18,130 +18,90 @@ pub const SOURCE: &str = "payment-core";
 /// The Redis channel payment events go to.
 pub const CHANNEL: &str = "payments";
 
+/// Migration 1's schema, the same on both engines except the sealed card number's column type
+/// (`BLOB` on SQLite, `BYTEA` on PostgreSQL), which goes between `head` and `tail`.
+macro_rules! payment_core_v1_schema {
+    (head) => {
+        "CREATE TABLE payment_methods (
+  token TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  brand TEXT,
+  last4 TEXT,
+  bin_country TEXT,
+  exp_month BIGINT,
+  exp_year BIGINT,
+  holder_name TEXT,
+  key_id TEXT,
+  sealed "
+    };
+    (tail) => {
+        ",
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE payments (
+  id TEXT PRIMARY KEY,
+  user_id TEXT NOT NULL,
+  order_id TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  method_token TEXT NOT NULL,
+  status TEXT NOT NULL,
+  currency TEXT NOT NULL,
+  amount BIGINT NOT NULL,
+  authorized BIGINT NOT NULL,
+  captured BIGINT NOT NULL,
+  refunded BIGINT NOT NULL,
+  provider_ref TEXT,
+  next_action TEXT,
+  expires_at BIGINT,
+  failure_code TEXT,
+  failure_message TEXT,
+  client_addr TEXT,
+  fraud_score BIGINT,
+  fraud_decision TEXT,
+  version BIGINT NOT NULL,
+  lease_until BIGINT,
+  lease_holder TEXT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX payments_user ON payments (user_id, created_at);
+CREATE INDEX payments_method ON payments (method_token, created_at);
+CREATE INDEX payments_addr ON payments (client_addr, created_at);
+CREATE INDEX payments_order ON payments (user_id, order_id, status);
+CREATE UNIQUE INDEX payments_provider_ref ON payments (provider, provider_ref);
+CREATE TABLE fraud_decisions (
+  payment_id TEXT PRIMARY KEY,
+  score BIGINT NOT NULL,
+  decision TEXT NOT NULL,
+  reasons TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE webhook_events (
+  provider TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  payment_id TEXT,
+  kind TEXT NOT NULL,
+  received_at BIGINT NOT NULL,
+  PRIMARY KEY (provider, event_id)
+);"
+    };
+}
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "payment methods, payments, fraud decisions, webhook events",
-        sqlite: "CREATE TABLE payment_methods (
-  token TEXT PRIMARY KEY,
-  user_id TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  brand TEXT,
-  last4 TEXT,
-  bin_country TEXT,
-  exp_month BIGINT,
-  exp_year BIGINT,
-  holder_name TEXT,
-  key_id TEXT,
-  sealed BLOB,
-  created_at BIGINT NOT NULL
-);
-CREATE TABLE payments (
-  id TEXT PRIMARY KEY,
-  user_id TEXT NOT NULL,
-  order_id TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  method_token TEXT NOT NULL,
-  status TEXT NOT NULL,
-  currency TEXT NOT NULL,
-  amount BIGINT NOT NULL,
-  authorized BIGINT NOT NULL,
-  captured BIGINT NOT NULL,
-  refunded BIGINT NOT NULL,
-  provider_ref TEXT,
-  next_action TEXT,
-  expires_at BIGINT,
-  failure_code TEXT,
-  failure_message TEXT,
-  client_addr TEXT,
-  fraud_score BIGINT,
-  fraud_decision TEXT,
-  version BIGINT NOT NULL,
-  lease_until BIGINT,
-  lease_holder TEXT,
-  created_at BIGINT NOT NULL,
-  updated_at BIGINT NOT NULL
-);
-CREATE INDEX payments_user ON payments (user_id, created_at);
-CREATE INDEX payments_method ON payments (method_token, created_at);
-CREATE INDEX payments_addr ON payments (client_addr, created_at);
-CREATE INDEX payments_order ON payments (user_id, order_id, status);
-CREATE UNIQUE INDEX payments_provider_ref ON payments (provider, provider_ref);
-CREATE TABLE fraud_decisions (
-  payment_id TEXT PRIMARY KEY,
-  score BIGINT NOT NULL,
-  decision TEXT NOT NULL,
-  reasons TEXT NOT NULL,
-  created_at BIGINT NOT NULL
-);
-CREATE TABLE webhook_events (
-  provider TEXT NOT NULL,
-  event_id TEXT NOT NULL,
-  payment_id TEXT,
-  kind TEXT NOT NULL,
-  received_at BIGINT NOT NULL,
-  PRIMARY KEY (provider, event_id)
-);",
-        postgres: "CREATE TABLE payment_methods (
-  token TEXT PRIMARY KEY,
-  user_id TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  brand TEXT,
-  last4 TEXT,
-  bin_country TEXT,
-  exp_month BIGINT,
-  exp_year BIGINT,
-  holder_name TEXT,
-  key_id TEXT,
-  sealed BYTEA,
-  created_at BIGINT NOT NULL
-);
-CREATE TABLE payments (
-  id TEXT PRIMARY KEY,
-  user_id TEXT NOT NULL,
-  order_id TEXT NOT NULL,
-  provider TEXT NOT NULL,
-  method_token TEXT NOT NULL,
-  status TEXT NOT NULL,
-  currency TEXT NOT NULL,
-  amount BIGINT NOT NULL,
-  authorized BIGINT NOT NULL,
-  captured BIGINT NOT NULL,
-  refunded BIGINT NOT NULL,
-  provider_ref TEXT,
-  next_action TEXT,
-  expires_at BIGINT,
-  failure_code TEXT,
-  failure_message TEXT,
-  client_addr TEXT,
-  fraud_score BIGINT,
-  fraud_decision TEXT,
-  version BIGINT NOT NULL,
-  lease_until BIGINT,
-  lease_holder TEXT,
-  created_at BIGINT NOT NULL,
-  updated_at BIGINT NOT NULL
-);
-CREATE INDEX payments_user ON payments (user_id, created_at);
-CREATE INDEX payments_method ON payments (method_token, created_at);
-CREATE INDEX payments_addr ON payments (client_addr, created_at);
-CREATE INDEX payments_order ON payments (user_id, order_id, status);
-CREATE UNIQUE INDEX payments_provider_ref ON payments (provider, provider_ref);
-CREATE TABLE fraud_decisions (
-  payment_id TEXT PRIMARY KEY,
-  score BIGINT NOT NULL,
-  decision TEXT NOT NULL,
-  reasons TEXT NOT NULL,
-  created_at BIGINT NOT NULL
-);
-CREATE TABLE webhook_events (
-  provider TEXT NOT NULL,
-  event_id TEXT NOT NULL,
-  payment_id TEXT,
-  kind TEXT NOT NULL,
-  received_at BIGINT NOT NULL,
-  PRIMARY KEY (provider, event_id)
-);",
+        sqlite: concat!(
+            payment_core_v1_schema!(head),
+            "BLOB",
+            payment_core_v1_schema!(tail)
+        ),
+        postgres: concat!(
+            payment_core_v1_schema!(head),
+            "BYTEA",
+            payment_core_v1_schema!(tail)
+        ),
     },
     idempotency::migration(2),
     outbox::migration(3),
