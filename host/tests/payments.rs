@@ -890,12 +890,24 @@ async fn a_plugin_reaching_an_undeclared_host_is_denied() {
     });
     let card = host.save_card("u-egress", "4242424242424242").await;
     let (status, body) = host.pay("u-egress", &card, 100, "egress-card").await;
-    // The plugin reports its denied request as the provider being unavailable; the core cannot
-    // tell that from a request lost on its way, so the outcome is unknown (503, retry with the
-    // same key), not a definite failure.
-    assert_eq!(status, 503, "{body}");
-    assert!(body["payment_id"].is_string(), "{body}");
+    // The plugin reports its denied request as the provider being unavailable, but the host
+    // knows no request left, so nothing can have happened at the provider: a definite failure
+    // (502, nothing charged), not an unknown outcome to retry.
+    assert_eq!(status, 502, "{body}");
+    let id = body["payment_id"].as_str().expect("payment_id").to_owned();
+    let (_, seen) = host
+        .call(
+            "GET",
+            &format!("/api/v1/payments/{id}"),
+            "u-egress",
+            "customer",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(seen["status"], "failed", "{seen}");
     assert!(host.log_shows("plugin outbound request denied"));
+    assert!(host.log_shows("sent it nothing"));
 
     let (_, wallet) = host
         .call(
@@ -910,7 +922,10 @@ async fn a_plugin_reaching_an_undeclared_host_is_denied() {
     let (status, body) = host.call("POST", "/api/v1/payments", "u-egress", "customer", Some("egress-wallet"), Some(json!({
         "order_id": "o", "amount": {"amount": 100, "currency": "EUR"}, "payment_method": wallet["payment_method"], "description": "egress"
     }))).await;
-    assert_eq!(status, 503, "an unavailable provider: {body}");
+    assert_eq!(
+        status, 502,
+        "a plugin whose only request was denied: {body}"
+    );
     assert!(
         host.log_shows("egress_denied"),
         "the plugin saw its request denied"

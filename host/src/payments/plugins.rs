@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -98,6 +99,9 @@ struct Egress {
     plugin: Arc<str>,
     allowed: Arc<AllowedHosts>,
     detokenize: Option<Arc<Detokenize>>,
+    /// Set once a request passed the policy and left for the provider: without it, whatever
+    /// the plugin says, the provider cannot have done anything.
+    sent: Arc<AtomicBool>,
 }
 
 type SendResult = Result<
@@ -121,6 +125,7 @@ impl WasiHttpHooks for Egress {
         let plugin = self.plugin.clone();
         let allowed = self.allowed.clone();
         let detokenize = self.detokenize.clone();
+        let sent = self.sent.clone();
         Box::new(async move {
             let uri = request.uri().to_string();
             let Ok(url) = url::Url::parse(&uri) else {
@@ -152,6 +157,7 @@ impl WasiHttpHooks for Egress {
                 .map_err(|never| match never {})
                 .boxed_unsync();
             let request = http::Request::from_parts(parts, body);
+            sent.store(true, Ordering::SeqCst);
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(io);
             Ok((response.map(|body| body.boxed_unsync()), done))
@@ -286,6 +292,7 @@ impl Plugin {
         &self,
         engine: &Engine,
         detokenize: Option<Arc<Detokenize>>,
+        sent: Arc<AtomicBool>,
     ) -> anyhow::Result<Store<PluginState>> {
         // No args, env, preopens or inherited stdio: the plugin's only window is wasi:http.
         let wasi = WasiCtxBuilder::new().build();
@@ -297,6 +304,7 @@ impl Plugin {
                 plugin: Arc::from(self.name.as_str()),
                 allowed: self.allowed.clone(),
                 detokenize,
+                sent,
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
@@ -322,9 +330,10 @@ impl Plugin {
     ) -> Result<Output, CallError> {
         let op_name = op.name();
         let started = std::time::Instant::now();
+        let sent = Arc::new(AtomicBool::new(false));
         let run = async {
             let mut store = self
-                .new_store(engine, detokenize)
+                .new_store(engine, detokenize, sent.clone())
                 .map_err(|e| CallError::Plugin(e.to_string()))?;
             let instance = self
                 .pre
@@ -377,6 +386,7 @@ impl Plugin {
                 self.limits.timeout.as_millis()
             ))),
         };
+        let outcome = settle_unavailable(outcome, sent.load(Ordering::SeqCst));
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Ok(_) => {
@@ -393,6 +403,23 @@ impl Plugin {
     }
 }
 
+/// A plugin that reports its provider `unavailable` without any request having left for the
+/// provider (its egress was denied, or it never tried) reports something the host knows to be
+/// untrue as an *unknown* outcome: nothing can have happened at the provider. That is a plugin
+/// failure, which the core treats as definite ("nothing was charged"), rather than a reason to
+/// keep a payment waiting for an outcome that cannot exist.
+fn settle_unavailable(outcome: Result<Output, CallError>, sent: bool) -> Result<Output, CallError> {
+    match outcome {
+        Err(CallError::Provider(e)) if matches!(e.kind, ErrorKind::Unavailable) && !sent => {
+            Err(CallError::Plugin(format!(
+                "the plugin reported the provider unavailable ({}) but sent it nothing",
+                e.code
+            )))
+        }
+        other => other,
+    }
+}
+
 fn root_cause(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return match trap {
@@ -401,4 +428,47 @@ fn root_cause(e: &wasmtime::Error) -> String {
         };
     }
     e.root_cause().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> Result<Output, CallError> {
+        Err(CallError::Provider(ProviderError {
+            kind: ErrorKind::Unavailable,
+            code: "network_error".into(),
+            message: "the provider could not be reached".into(),
+        }))
+    }
+
+    #[test]
+    fn unavailable_is_an_unknown_outcome_only_when_a_request_left() {
+        // Something reached the wire: the provider may have acted, the outcome stays unknown.
+        assert!(matches!(
+            settle_unavailable(unavailable(), true),
+            Err(CallError::Provider(ProviderError {
+                kind: ErrorKind::Unavailable,
+                ..
+            }))
+        ));
+        // Nothing left the host: the plugin failed, nothing can have happened at the provider.
+        match settle_unavailable(unavailable(), false) {
+            Err(CallError::Plugin(reason)) => assert!(reason.contains("network_error"), "{reason}"),
+            _ => panic!("expected a plugin failure"),
+        }
+        // Definite provider answers are left alone either way.
+        let declined = Err(CallError::Provider(ProviderError {
+            kind: ErrorKind::Declined,
+            code: "card_declined".into(),
+            message: "declined".into(),
+        }));
+        assert!(matches!(
+            settle_unavailable(declined, false),
+            Err(CallError::Provider(ProviderError {
+                kind: ErrorKind::Declined,
+                ..
+            }))
+        ));
+    }
 }
