@@ -5,7 +5,8 @@
 //! to the payment host), and the saga's scheduled recovery job finishes the order: authorized,
 //! stock committed, captured, `paid`. A payer who never approves: at the deadline
 //! (`customer_action_timeout_secs`) the job voids the payment, releases the stock and fails the
-//! order `payment_expired`.
+//! order `payment_expired`. A checkout paid by crypto invoice: 202 with the invoice, the payer
+//! pays it at the crypto sandbox (signed `InvoiceSettled` webhook), and the order is `paid`.
 
 mod openapi_support;
 mod payments_support;
@@ -34,6 +35,7 @@ struct Shop {
 /// `variables` are extra `--variable name=value` settings for the shop.
 fn start(variables: &[&str]) -> Shop {
     let wallet = build_wasm("payment-wallet");
+    let crypto = build_wasm("payment-crypto");
     let core_dir = tempfile::tempdir().unwrap();
     let core_manifest = payments_support::core_manifest(core_dir.path());
     let host_port = free_port();
@@ -47,6 +49,16 @@ manifest = "{core}"
 listen = "127.0.0.1:{sim_port}"
 wallet_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/wallet"
 wallet_webhook_secret = "{WEBHOOK_SECRET}"
+crypto_webhook_url = "http://127.0.0.1:{host_port}/webhooks/payments/crypto"
+crypto_webhook_secret = "{WEBHOOK_SECRET}"
+[providers.crypto]
+component = "{crypto}"
+allowed_outbound_hosts = ["http://127.0.0.1:{sim_port}"]
+[providers.crypto.settings]
+api_base = "http://127.0.0.1:{sim_port}"
+api_key = "sk_test_bazaar"
+store_id = "sandbox"
+webhook_secrets = "{WEBHOOK_SECRET}"
 [providers.wallet]
 component = "{wallet}"
 allowed_outbound_hosts = ["http://127.0.0.1:{sim_port}"]
@@ -58,6 +70,7 @@ webhook_secrets = "{WEBHOOK_SECRET}"
 "#,
         core = core_manifest.display(),
         wallet = wallet.display(),
+        crypto = crypto.display(),
     );
     let mut app = shop("").file("payments.toml", &payments_toml);
     for variable in variables {
@@ -410,4 +423,78 @@ async fn a_wallet_payer_who_never_approves_fails_the_order_payment_expired_at_th
         (&json!("payment_expired"), &json!(order_id)),
         "{retried}"
     );
+}
+
+#[tokio::test]
+async fn a_checkout_paid_by_crypto_invoice_answers_the_invoice_then_is_paid_once_settled() {
+    let shop = start(&[]);
+    let product = shop.product("CRYPTO-1").await;
+    let customer = token("usr_crypto_payer", Role::Customer);
+    let (status, method) = shop
+        .call(
+            "POST",
+            "/api/v1/payments/methods",
+            Some(&customer),
+            None,
+            Some(json!({"provider": "crypto"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{method}");
+    let checkout = json!({
+        "items": [{"product_id": product, "quantity": 2}],
+        "payment_method": method["payment_method"],
+        "shipping_address": {"name": "Ada Lovelace", "line1": "1 Analytical St",
+                             "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+    });
+    let order = shop
+        .checkout_waiting_for_payer(&customer, "crypto-checkout-1", &checkout)
+        .await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let payment_id = order["payment"]["id"].as_str().unwrap().to_owned();
+    let invoice = order["payment"]["next_action"].as_str().unwrap().to_owned();
+    assert!(
+        invoice.starts_with("/sandbox/crypto/invoices/inv_"),
+        "{invoice}"
+    );
+    // An invoice expires: its expiry is the saga's deadline (sooner than the shop's limit).
+    assert!(
+        order["payment"]["authorization_expires_at"].is_string(),
+        "{order}"
+    );
+
+    // The payer pays the invoice; the sandbox delivers the signed InvoiceSettled webhook and
+    // the payment is captured at once (crypto settles, it is not captured later).
+    let paid: Value = client()
+        .post(format!("{}{invoice}/pay", shop.sim))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["delivered"], true, "{paid}");
+
+    let order = shop.settled(&customer, &order_id).await;
+    assert_eq!(order["status"], "paid", "{order}");
+    assert_eq!(order["payment_id"], payment_id.as_str(), "{order}");
+    let payment = shop.payment(&customer, &payment_id).await;
+    assert_eq!(payment["status"], "captured", "{payment}");
+    assert_eq!(
+        payment["captured"],
+        json!({"amount": 6800, "currency": "EUR"})
+    );
+    assert_eq!(shop.stock(&product).await, (Some(3), Some(0)));
+
+    // An admin refunds part of it through the shop.
+    let (status, refunded) = shop
+        .call(
+            "POST",
+            &format!("/api/v1/payments/{payment_id}/refund"),
+            Some(&shop.admin),
+            Some("crypto-refund-1"),
+            Some(json!({"amount": 1000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["status"], "partially_refunded", "{refunded}");
 }
