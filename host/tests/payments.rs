@@ -745,6 +745,25 @@ async fn tokenization_and_requests_are_validated() {
     assert_eq!(status, 422);
     assert_eq!(body["errors"][0]["field"], "exp_year");
 
+    // A description carrying the method's token is refused: the host swaps the card number in
+    // for the token in what the plugin sends, which would put it into the provider's free text.
+    let token = host.save_card("u-desc", "4242424242424242").await;
+    let (status, body) = host
+        .call(
+            "POST",
+            "/api/v1/payments",
+            "u-desc",
+            "customer",
+            Some("desc-1"),
+            Some(json!({
+                "order_id": "o-desc", "amount": {"amount": 500, "currency": "EUR"},
+                "payment_method": token, "description": format!("order for {token}")
+            })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "description", "{body}");
+
     // Idempotent saves: a retry answers the first token; another card under the key is 422.
     let card = json!({"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": CVC, "name": "A"});
     let (s1, first) = host

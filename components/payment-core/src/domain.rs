@@ -128,7 +128,7 @@ impl Ledger {
         if !matches!(self.status, Status::Captured | Status::PartiallyRefunded) {
             return Err(illegal("refund", self.status));
         }
-        let refundable = self.captured - self.refunded;
+        let refundable = self.captured.saturating_sub(self.refunded);
         let amount = amount.unwrap_or(refundable);
         if amount == 0 || amount > refundable {
             return Err(Transition {

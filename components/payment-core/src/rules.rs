@@ -80,9 +80,11 @@ pub fn ledger(p: &PaymentRow) -> Ledger {
 /// Takes over the provider's view of the payment.
 pub fn apply_provider(p: &mut PaymentRow, pp: &ProviderPayment) {
     p.provider_ref = Some(pp.reference.clone());
-    p.authorized = pp.authorized;
-    p.captured = pp.captured;
-    p.refunded = pp.refunded;
+    // A provider's amounts are not trusted to be consistent: none exceeds the payment's amount
+    // and refunded never exceeds captured (the ledger's arithmetic relies on it).
+    p.authorized = pp.authorized.min(p.amount);
+    p.captured = pp.captured.min(p.amount);
+    p.refunded = pp.refunded.min(p.captured);
     p.next_action = pp.next_action.clone();
     p.expires_at = pp.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX));
     p.status = match pp.status {
@@ -160,6 +162,21 @@ pub fn authorization(
     }
 }
 
+/// The answer for a payment that already ended `failed` or `voided` when a retry of its
+/// authorization finds it: the same kind of answer the attempt that ended it gave.
+pub fn settled_payment_problem(p: &PaymentRow) -> Fail {
+    let code = p.failure_code.as_deref().unwrap_or("provider_failed");
+    Fail::from(
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the payment was not authorized: {code}"),
+        )
+        .with_title("Payment Declined")
+        .with_extension("decline_code", code)
+        .with_extension("payment_id", p.id.as_str()),
+    )
+}
+
 /// The problem for a verdict other than [`Verdict::Accepted`].
 pub fn authorization_problem(verdict: &Verdict, payment_id: &str) -> Option<Fail> {
     let with_id = |p: Problem| p.with_extension("payment_id", payment_id);
@@ -199,19 +216,31 @@ pub fn authorization_problem(verdict: &Verdict, payment_id: &str) -> Option<Fail
     Some(fail)
 }
 
-/// The answer when a provider refused or failed a capture, void or refund (nothing changed).
-pub fn provider_problem(e: &ProviderError, payment_id: &str) -> Problem {
+/// The answer when a provider refused or failed a capture, void or refund. A refusal or a
+/// plugin that sent nothing changed nothing; a provider that did not answer a request it was
+/// sent may have acted, so that outcome is unknown: 503 with `Retry-After` (the key is
+/// released, and the retry's provider call carries the same provider idempotency key).
+pub fn provider_problem(e: &ProviderError, payment_id: &str) -> Fail {
     match e.kind {
-        ErrorKind::InvalidState | ErrorKind::InvalidRequest | ErrorKind::Declined => {
+        ErrorKind::InvalidState | ErrorKind::InvalidRequest | ErrorKind::Declined => Fail::from(
             Problem::conflict(format!("the provider refused: {}", e.message))
-                .with_extension("provider_code", e.code.as_str())
-        }
-        _ if e.code == PLUGIN_FAILED => {
+                .with_extension("provider_code", e.code.as_str()),
+        ),
+        _ if e.code == PLUGIN_FAILED => Fail::from(
             Problem::bad_gateway("the payment provider failed; nothing changed")
-                .with_extension("payment_id", payment_id)
-        }
-        _ => Problem::bad_gateway("the payment provider is unavailable; nothing changed")
+                .with_extension("payment_id", payment_id),
+        ),
+        ErrorKind::Unavailable => Fail::retry(
+            Problem::service_unavailable(
+                "the payment provider did not answer, so whether it acted is unknown; retry \
+                 with the same Idempotency-Key",
+            )
             .with_extension("payment_id", payment_id),
+        ),
+        _ => Fail::from(
+            Problem::bad_gateway("the payment provider failed; nothing changed")
+                .with_extension("payment_id", payment_id),
+        ),
     }
 }
 
@@ -485,13 +514,17 @@ mod tests {
     #[test]
     fn refused_operations_are_conflicts_and_failures_are_bad_gateways() {
         let p = provider_problem(&error(ErrorKind::InvalidState, "already_captured"), "pay_1");
-        assert_eq!(p.status, 409);
-        assert_eq!(p.extensions["provider_code"], "already_captured");
-        for code in ["timeout", PLUGIN_FAILED] {
-            let p = provider_problem(&error(ErrorKind::Unavailable, code), "pay_1");
-            assert_eq!(p.status, 502);
-            assert_eq!(p.extensions["payment_id"], "pay_1");
-        }
+        assert_eq!(p.problem.status, 409);
+        assert_eq!(p.problem.extensions["provider_code"], "already_captured");
+        // A plugin that failed sent nothing: nothing changed.
+        let p = provider_problem(&error(ErrorKind::Unavailable, PLUGIN_FAILED), "pay_1");
+        assert_eq!((p.problem.status, p.retry_after), (502, None));
+        assert_eq!(p.problem.extensions["payment_id"], "pay_1");
+        // A provider that did not answer may have acted: unknown, retry.
+        let p = provider_problem(&error(ErrorKind::Unavailable, "timeout"), "pay_1");
+        assert_eq!(p.problem.status, 503);
+        assert!(p.retry_after.is_some());
+        assert_eq!(p.problem.extensions["payment_id"], "pay_1");
     }
 
     fn webhook(kind: EventKind, amount: Option<u64>) -> WebhookEvent {

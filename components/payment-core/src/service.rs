@@ -325,7 +325,13 @@ impl Service<'_> {
         let now = time::now_millis();
         if p.status == Status::Authorized
             && p.expires_at.is_some_and(|e| e <= now)
-            && !store::expire_authorization(self.db, &mut p, now, Some(self.request_id))?
+            && !store::expire_authorization(
+                self.db,
+                &mut p,
+                now,
+                &self.holder,
+                Some(self.request_id),
+            )?
         {
             // Someone else recorded a change meanwhile: read what it was.
             p = store::payment(self.db, &p.id)?.ok_or_else(not_found)?;
@@ -400,6 +406,16 @@ impl Service<'_> {
                 .into());
             }
         };
+        // The host substitutes the card number for the token in what the plugin sends its
+        // provider; a token inside the description would put the number into a free-text field
+        // at the provider.
+        if req.description.contains(method.token.as_str()) {
+            return Err(Problem::unprocessable(vec![FieldError::new(
+                "description",
+                "must not contain a payment method token",
+            )])
+            .into());
+        }
         if !self.configured(&method.provider) {
             return Err(Problem::unprocessable(vec![FieldError::new(
                 "payment_method",
@@ -426,6 +442,10 @@ impl Service<'_> {
             return self.leased(&id, || {
                 // Re-read under the lease: a concurrent retry may have finished it.
                 let p = store::payment(self.db, &id)?.ok_or_else(not_found)?;
+                if matches!(p.status, Status::Failed | Status::Voided) {
+                    // A concurrent retry ended it: answer what that retry learnt, never a 201.
+                    return Err(rules::settled_payment_problem(&p));
+                }
                 if p.status != Status::RequiresAuthorization || p.provider_ref.is_some() {
                     return Ok(Answer {
                         replayed: false,
@@ -690,7 +710,7 @@ impl Service<'_> {
                         ("reason", e.message.as_str().into()),
                     ],
                 );
-                Fail::from(rules::provider_problem(&e, &p.id))
+                rules::provider_problem(&e, &p.id)
             })?;
             rules::apply_provider(&mut p, &pp);
             p.updated_at = time::now_millis();
@@ -764,11 +784,17 @@ impl Service<'_> {
             }
         };
         let Some(payment) = store::payment_by_ref(self.db, provider, &event.reference)? else {
-            if !store::record_webhook(self.db, provider, &event.event_id, None, kind, now)? {
+            // An event applied earlier whose reference the payment has since moved past (a
+            // wallet order's approval, once the authorization id is the reference).
+            if store::webhook_seen(self.db, provider, &event.event_id)? {
                 return Ok(duplicate());
             }
+            // A signed event about a reference no payment carries (any more, or yet: an
+            // unknown-outcome authorization has not recorded its reference). Not recorded as
+            // seen, so the event is not lost to deduplication if it comes again; the retried
+            // authorization reconciles the payment with the provider's state anyway.
             self.log.info(
-                "webhook for an unknown payment ignored",
+                "webhook for a reference no payment carries; not applied",
                 &[
                     ("provider", provider.into()),
                     ("event_id", event.event_id.as_str().into()),

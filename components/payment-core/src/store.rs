@@ -518,10 +518,14 @@ fn append_event(
 /// Voids an authorization that lapsed before capture. Compare-and-set on the status, so of
 /// several requests noticing the lapse (a read racing a capture) exactly one writes the change
 /// and its event. Returns whether this call did.
+/// Voids a lapsed authorization — unless another request holds the payment's lease (it may be
+/// capturing right now; it applies the expiry itself if the capture does not happen). `holder`
+/// is the calling request, which may hold the lease itself.
 pub fn expire_authorization(
     db: &Database,
     p: &mut PaymentRow,
     now: i64,
+    holder: &str,
     request_id: Option<&str>,
 ) -> Result<bool, DbError> {
     let mut next = p.clone();
@@ -534,13 +538,16 @@ pub fn expire_authorization(
         let changed = db.execute(
             "UPDATE payments SET status = 'voided', failure_code = ?, failure_message = ?, \
              version = version + 1, updated_at = ? \
-             WHERE id = ? AND status = 'authorized' AND expires_at <= ?",
+             WHERE id = ? AND status = 'authorized' AND expires_at <= ? \
+             AND (lease_until IS NULL OR lease_until < ? OR lease_holder = ?)",
             &[
                 next.failure_code.clone().into(),
                 next.failure_message.clone().into(),
                 now.into(),
                 p.id.as_str().into(),
                 now.into(),
+                now.into(),
+                holder.into(),
             ],
         )?;
         if changed == 1 {

@@ -403,11 +403,17 @@ impl Plugin {
     }
 }
 
-/// A plugin that reports its provider `unavailable` without any request having left for the
-/// provider (its egress was denied, or it never tried) reports something the host knows to be
-/// untrue as an *unknown* outcome: nothing can have happened at the provider. That is a plugin
-/// failure, which the core treats as definite ("nothing was charged"), rather than a reason to
-/// keep a payment waiting for an outcome that cannot exist.
+/// Whether an outcome is definite follows from what the host saw leave, not from what the
+/// plugin says:
+/// * a plugin that reports its provider `unavailable` although no request left for the
+///   provider (its egress was denied, or it never tried) reports an *unknown* outcome that
+///   cannot exist — nothing can have happened at the provider. That is a plugin failure, which
+///   the core treats as definite ("nothing was charged");
+/// * a plugin stopped (deadline, fuel, memory, trap) *after* a request left may have been
+///   stopped while the provider acted on it — the common case is a slow provider running past
+///   the deadline. That outcome is unknown (`unavailable`, `provider_outcome_unknown`), so the
+///   core keeps the payment retryable under the same provider idempotency key instead of
+///   declaring that nothing was charged.
 fn settle_unavailable(outcome: Result<Output, CallError>, sent: bool) -> Result<Output, CallError> {
     match outcome {
         Err(CallError::Provider(e)) if matches!(e.kind, ErrorKind::Unavailable) && !sent => {
@@ -415,6 +421,14 @@ fn settle_unavailable(outcome: Result<Output, CallError>, sent: bool) -> Result<
                 "the plugin reported the provider unavailable ({}) but sent it nothing",
                 e.code
             )))
+        }
+        Err(CallError::Plugin(reason)) if sent => {
+            tracing::warn!(reason = %reason, "plugin stopped after its request left: outcome unknown");
+            Err(CallError::Provider(ProviderError {
+                kind: ErrorKind::Unavailable,
+                code: "provider_outcome_unknown".into(),
+                message: "the provider plugin was stopped after sending its request".into(),
+            }))
         }
         other => other,
     }
@@ -457,6 +471,19 @@ mod tests {
             Err(CallError::Plugin(reason)) => assert!(reason.contains("network_error"), "{reason}"),
             _ => panic!("expected a plugin failure"),
         }
+        // Stopped after a request left: the provider may have acted.
+        match settle_unavailable(Err(CallError::Plugin("deadline".into())), true) {
+            Err(CallError::Provider(e)) => {
+                assert!(matches!(e.kind, ErrorKind::Unavailable));
+                assert_eq!(e.code, "provider_outcome_unknown");
+            }
+            _ => panic!("expected an unknown outcome"),
+        }
+        // Stopped before anything left: a definite plugin failure.
+        assert!(matches!(
+            settle_unavailable(Err(CallError::Plugin("fuel".into())), false),
+            Err(CallError::Plugin(_))
+        ));
         // Definite provider answers are left alone either way.
         let declined = Err(CallError::Provider(ProviderError {
             kind: ErrorKind::Declined,
