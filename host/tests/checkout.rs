@@ -5,9 +5,7 @@
 mod common;
 
 use bazaar_platform::auth::Role;
-use common::{
-    Runner, build_wasm, client, free_port, shop, signing_keys_variable, token, workspace_root,
-};
+use common::{Runner, build_wasm, free_port, shop, signing_keys_variable, token, workspace_root};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -95,25 +93,11 @@ impl Shop {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut request = client().request(method.parse().unwrap(), self.app.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        )
+        let (status, headers, body) =
+            common::api_request(method, &self.app.url(path), token, key, body)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (status, body, headers)
     }
 
     async fn product(&self, sku: &str, amount: i64, stock: i64) -> String {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use bazaar_platform::auth::Role;
 use common::{
-    Runner, RunnerBuilder, build_wasm, client, free_port, runner, shop_manifest,
-    signing_keys_variable, token, workspace_root,
+    Runner, RunnerBuilder, build_wasm, free_port, runner, shop_manifest, signing_keys_variable,
+    token, workspace_root,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -263,23 +263,9 @@ async fn send(
     key: Option<&str>,
     body: Option<Value>,
 ) -> Result<(u16, Value), reqwest::Error> {
-    let mut request = client().request(method.parse().unwrap(), format!("{base}{path}"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    let (status, _, body) =
+        common::api_request(method, &format!("{base}{path}"), token, key, body).await?;
+    Ok((status, body))
 }
 
 impl Shop {

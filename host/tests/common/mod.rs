@@ -291,6 +291,34 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client's API call: `method url` with an optional bearer token, `Idempotency-Key` and JSON
+/// body; the answer's status, headers and body (JSON, or the text as a JSON string). Transport
+/// errors are returned, for tests that call while a runner is being killed.
+pub async fn api_request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, reqwest::header::HeaderMap, serde_json::Value), reqwest::Error> {
+    let mut request = client().request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await?;
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((status, headers, value))
+}
+
 /// GET `url` and parse the probe's JSON answer.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let response = client().get(url).send().await.expect("request");
