@@ -182,8 +182,12 @@ impl Service<'_> {
             }
             Claimed::New(token) => token,
         };
-        let claim = Claim { scope, key, token };
+        let claim = Claim::new(scope, key, token);
         let result = work(Some(&claim));
+        if claim.settled.get() {
+            // Settled with the effect, in the effect's transaction.
+            return result;
+        }
         let how = self.settlement_of(create, &result);
         match store::settle_claim(self.db, &claim, &how) {
             Ok(_) => {}
@@ -280,6 +284,9 @@ impl Service<'_> {
             }
             Ok::<_, bazaar_platform::DbError>(())
         })?;
+        if let Some(claim) = claim {
+            claim.settled.set(true);
+        }
         self.log.info(
             "payment method saved",
             &[

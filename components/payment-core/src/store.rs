@@ -174,6 +174,20 @@ pub struct Claim {
     pub scope: String,
     pub key: String,
     pub token: idempotency::ClaimToken,
+    /// Set once a committed transaction settled the claim together with its effect, so the
+    /// request's end does not write the claim a second time.
+    pub settled: std::cell::Cell<bool>,
+}
+
+impl Claim {
+    pub fn new(scope: String, key: String, token: idempotency::ClaimToken) -> Claim {
+        Claim {
+            scope,
+            key,
+            token,
+            settled: std::cell::Cell::new(false),
+        }
+    }
 }
 
 /// What becomes of a claim when its request ends.
@@ -490,6 +504,9 @@ pub fn save(
         }
         Ok::<_, DbError>(())
     })?;
+    if let Some((claim, _)) = settle {
+        claim.settled.set(true);
+    }
     p.version = version;
     Ok(())
 }
