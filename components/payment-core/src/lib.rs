@@ -64,18 +64,22 @@ async fn handle(request: Request) -> Response {
         Ok(response) => response,
         Err(fail) => problem_response(&ctx, fail, request.path()),
     };
-    ctx.log.info(
-        "request handled",
-        &[
-            ("method", request.method().to_string().into()),
-            ("path", request.path().into()),
-            ("status", (*response.status()).into()),
-            (
-                "elapsed_ms",
-                (bazaar_platform::time::now_millis() - started).into(),
-            ),
-        ],
-    );
+    // The outbox job runs every 2 s: its successful runs are not logged (the host's scheduler
+    // logs failed runs), as no other service logs its job runs.
+    if !(request.path().starts_with("/internal/jobs/") && *response.status() < 400) {
+        ctx.log.info(
+            "request handled",
+            &[
+                ("method", request.method().to_string().into()),
+                ("path", request.path().into()),
+                ("status", (*response.status()).into()),
+                (
+                    "elapsed_ms",
+                    (bazaar_platform::time::now_millis() - started).into(),
+                ),
+            ],
+        );
+    }
     response
 }
 
